@@ -1,0 +1,1 @@
+"""The ``geco-tf`` command line (installed as :mod:`geco_tf_cli`)."""

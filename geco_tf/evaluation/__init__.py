@@ -1,0 +1,1 @@
+"""geco_tf.evaluation"""
