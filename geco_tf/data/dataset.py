@@ -25,9 +25,9 @@ import os
 import random
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -149,7 +149,7 @@ class DatasetWriter:
         self._shard_index: Counter = Counter()
         self._in_shard: Counter = Counter()
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         if self.stage.exists():
             shutil.rmtree(self.stage)
         (self.stage / "slices").mkdir(parents=True)
