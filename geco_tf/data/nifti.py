@@ -1,0 +1,135 @@
+"""NIfTI volumes with a labels CSV: the second way real data comes in.
+
+Volumes may be stored in any orientation; they are put in the same axial LPS layout as DICOM
+series (:data:`geco_tf.data.dicom.AXIAL_ORIENTATION`: array [slice, row, column] running
+inferior->superior, anterior->posterior, right->left) by permuting and flipping axes with
+nibabel's orientation tools -- no interpolation, for the same reason as for DICOM: the scanner's
+pixel texture must reach the dataset untouched. A 4-D file keeps its first volume.
+
+The CSV has a header row with at least ``path, subject, manufacturer, field_strength, modality``;
+relative paths are taken from the CSV's folder. Labels are normalised like header values
+(:mod:`geco_tf.data.labels`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geco_tf.data import labels as L
+from geco_tf.data.dicom import SeriesRejected
+from geco_tf.errors import UserError
+
+CSV_COLUMNS = ("path", "subject", "manufacturer", "field_strength", "modality")
+
+
+@dataclass
+class NiftiRow:
+    """One usable CSV row: a volume and its normalised labels (``subject`` still the CSV value)."""
+
+    line: int
+    path: str
+    given_path: str
+    subject: str
+    manufacturer: str
+    field_strength: str | None
+    field_strength_tesla: float
+    modality: str | None
+
+
+def read_labels_csv(csv_path: str | os.PathLike) -> tuple[list[NiftiRow], list[tuple[str, str]]]:
+    """Rows of the labels CSV, plus (path, reason) for rows that cannot be used.
+
+    A missing file or column is a :class:`UserError` (the whole run cannot go on); a bad row is
+    skipped with its reason, like a bad DICOM series.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise UserError(f"--nifti-csv {csv_path}: file not found")
+    base = csv_path.resolve().parent
+    rows: list[NiftiRow] = []
+    skipped: list[tuple[str, str]] = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS if c not in header]
+        if missing:
+            raise UserError(
+                f"--nifti-csv {csv_path}: missing column(s) {', '.join(missing)} "
+                f"(need a header row with {', '.join(CSV_COLUMNS)})"
+            )
+        for line, raw in enumerate(reader, start=2):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+            given = row["path"]
+            if not given:
+                skipped.append((f"{csv_path.name}:{line}", "empty path"))
+                continue
+            path = Path(given) if Path(given).is_absolute() else base / given
+            if not path.is_file():
+                skipped.append((given, f"file not found (line {line})"))
+                continue
+            if not row["subject"]:
+                skipped.append((given, f"empty subject (line {line})"))
+                continue
+            manufacturer = L.normalise_manufacturer(row["manufacturer"])
+            if manufacturer is None:
+                skipped.append((given, f"missing manufacturer (line {line})"))
+                continue
+            tesla = L.parse_field_strength(row["field_strength"])
+            if tesla is None:
+                skipped.append((given, f"missing or unreadable field_strength {row['field_strength']!r} (line {line})"))
+                continue
+            rows.append(
+                NiftiRow(
+                    line=line,
+                    path=str(path),
+                    given_path=given,
+                    subject=row["subject"],
+                    manufacturer=manufacturer,
+                    field_strength=L.field_strength_label(tesla),
+                    field_strength_tesla=round(tesla, 4),
+                    modality=L.normalise_modality(row["modality"]),
+                )
+            )
+    return rows, skipped
+
+
+def load_axial(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """A NIfTI volume as float32 [slice, row, column] in axial LPS order, plus notes.
+
+    Only the first volume of a 4-D file is read from disk. Raises :class:`SeriesRejected` for
+    unreadable files and for data that is not 3-D or 4-D.
+    """
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    notes: list[str] = []
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:
+        raise SeriesRejected(f"unreadable NIfTI ({type(exc).__name__})") from None
+    shape = image.shape
+    if len(shape) < 3 or min(shape[:3]) < 1:
+        raise SeriesRejected(f"not a 3-D volume (shape {shape})")
+    try:
+        if len(shape) == 3:
+            data = np.asarray(image.dataobj, dtype=np.float32)
+        elif all(s == 1 for s in shape[4:]):
+            data = np.asarray(image.dataobj[(slice(None),) * 3 + (0,) * (len(shape) - 3)], dtype=np.float32)
+            if shape[3] > 1:
+                notes.append(f"4-D volume: {shape[3]} volumes, the first kept")
+        else:
+            raise SeriesRejected(f"{len(shape)}-D data with more than one volume per time point (shape {shape})")
+    except SeriesRejected:
+        raise
+    except Exception as exc:
+        raise SeriesRejected(f"unreadable NIfTI data ({type(exc).__name__})") from None
+    if data.ndim != 3:
+        raise SeriesRejected(f"not a 3-D volume (shape {data.shape})")
+    transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(("L", "P", "S")))
+    data = apply_orientation(data, transform)
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), notes
