@@ -1,0 +1,328 @@
+"""GECO: a generator that edits slices and a classifier that tries to name their scanner.
+
+:class:`GECO` is a ``keras.Model`` holding the two (three) networks, compiled with one optimizer
+per network, whose custom :meth:`GECO.train_step` plays one round of the game (paper 3.1):
+
+1. **Classifier** (``critic_steps`` times): ``CE(Y, C(G(X)))`` -- it only ever sees generated
+   images. Optionally half of its batch comes from a *replay pool* of images generated at
+   earlier steps (Shrivastava et al. 2017), so the generator cannot win by moving the scanner
+   signature to a place the current classifier happens to ignore: the classifier keeps the
+   memory of every place the signature has been.
+2. **Discriminator** (three-player variant only): ``BCE(1, D(X)) + BCE(0, D(G(X)))``.
+3. **Generator**: ``-(1/c) sum_i log C(G(X))_i + beta * sum_pixels (X - G(X))^2`` per image
+   (cross-entropy to the uniform distribution: the classifier must be *unsure*, not wrong),
+   plus ``BCE(1, D(G(X)))`` in the three-player variant; ``use_mse=False`` drops the pixel term.
+   During the first ``warmup_steps`` steps only the pixel term drives the generator, so it starts
+   the game as (nearly) the identity and the classifier learns the real signature first.
+
+Every loss is a per-image value averaged over the *global* batch (``tf.nn.compute_average_loss``)
+so a ``tf.distribute`` strategy with N replicas takes the same step as one device. With a
+:class:`keras.optimizers.LossScaleOptimizer` (mixed_float16) each loss is multiplied by
+``optimizer.scale_loss`` before differentiation; the optimizer divides the gradients by the same
+scale before applying them (and skips non-finite steps).
+
+Reported values (dict of scalars) are per-replica estimates of the global batch mean.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from geco_tf.evaluation.metrics import psnr, ssim
+
+PACKAGE = "geco_tf"
+EPS = 1e-7
+
+
+def _replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GECO(keras.Model):
+    """The GECO game between ``generator``, ``classifier`` and an optional ``discriminator``.
+
+    Args:
+        generator: image -> image model in [-1, 1] (e.g. :class:`UNetGenerator`).
+        classifier: image -> class probabilities (softmax, float32).
+        num_classes: classes of the scanner target (``c`` in the loss).
+        beta: weight of the per-image *sum* of squared pixel differences, already scaled for
+            the image size (see :func:`geco_tf.training.train.effective_beta`).
+        discriminator: image -> probability of being an original; enables the three-player game.
+        critic_steps: classifier updates per generator update (1 to 3 in the paper).
+        use_mse: keep the pixel term (False = Table 1's "no MSE" row).
+        label_smoothing: for the classifier's cross-entropy; keeps it from becoming so confident
+            that the generator's gradient vanishes or explodes.
+        disc_weight: weight of the generator's ``BCE(1, D(G(X)))`` term.
+        pool_size: images in the replay pool (0 disables it); needs ``image_size``.
+        pool_fraction: share of each classifier batch drawn from the pool (once it has images).
+        warmup_steps: generator steps with the pixel term only.
+        image_size: H = W of the training images (for the pool's storage).
+        seed: seed of the pool's stateless random sampling (reproducible across resumes).
+    """
+
+    def __init__(
+        self,
+        generator: keras.Model,
+        classifier: keras.Model,
+        num_classes: int,
+        beta: float,
+        discriminator: keras.Model | None = None,
+        critic_steps: int = 1,
+        use_mse: bool = True,
+        label_smoothing: float = 0.0,
+        disc_weight: float = 1.0,
+        pool_size: int = 0,
+        pool_fraction: float = 0.5,
+        warmup_steps: int = 0,
+        image_size: int | None = None,
+        seed: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if critic_steps < 1:
+            raise ValueError("critic_steps must be >= 1")
+        if pool_size and not image_size:
+            raise ValueError("a replay pool needs image_size")
+        self.generator = generator
+        self.classifier = classifier
+        self.discriminator = discriminator
+        self.num_classes = int(num_classes)
+        self.beta = float(beta)
+        self.critic_steps = int(critic_steps)
+        self.use_mse = bool(use_mse)
+        self.label_smoothing = float(label_smoothing)
+        self.disc_weight = float(disc_weight)
+        self.pool_size = int(pool_size)
+        self.pool_fraction = float(pool_fraction)
+        self.warmup_steps = int(warmup_steps)
+        self.image_size = image_size
+        self.seed = int(seed)
+        # Game state that must survive a resume: the step counter drives warm-up and the
+        # pool's random stream; the pool itself is the classifier's memory.
+        self.step_counter = self.add_weight(
+            name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
+        if self.pool_size:
+            self.pool_images = self.add_weight(
+                name="pool_images", shape=(self.pool_size, image_size, image_size, 1), dtype="float32",
+                initializer="zeros", trainable=False, aggregation="only_first_replica",
+            )
+            self.pool_labels = self.add_weight(
+                name="pool_labels", shape=(self.pool_size,), dtype="int32", initializer="zeros",
+                trainable=False, aggregation="only_first_replica",
+            )
+            self.pool_count = self.add_weight(
+                name="pool_count", shape=(), dtype="int64", initializer="zeros", trainable=False,
+                aggregation="only_first_replica",
+            )
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+        self.ssim_tracker = keras.metrics.Mean(name="ssim")
+        self.psnr_tracker = keras.metrics.Mean(name="psnr")
+
+    # -- Keras plumbing -------------------------------------------------------------------
+    def compile(
+        self,
+        g_optimizer: keras.optimizers.Optimizer,
+        c_optimizer: keras.optimizers.Optimizer,
+        d_optimizer: keras.optimizers.Optimizer | None = None,
+        **kwargs,
+    ) -> None:
+        """One optimizer per network (``d_optimizer`` only for the three-player game)."""
+        super().compile(**kwargs)
+        if self.discriminator is not None and d_optimizer is None:
+            raise ValueError("the three-player game needs d_optimizer")
+        self.g_optimizer = g_optimizer
+        self.c_optimizer = c_optimizer
+        self.d_optimizer = d_optimizer
+
+    def call(self, x, training=None):
+        """The generator's output: GECO used as a model *is* the de-artifacting generator."""
+        return self.generator(x, training=training)
+
+    def build(self, input_shape) -> None:
+        """Build all networks (and optimizers' slots) for ``input_shape`` [B, H, W, 1]."""
+        x = keras.ops.zeros([1, *input_shape[1:]])
+        g = self.generator(x)
+        self.classifier(g)
+        if self.discriminator is not None:
+            self.discriminator(g)
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.c_optimizer.build(self.classifier.trainable_variables)
+        if self.d_optimizer is not None:
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.built = True
+
+    @property
+    def metrics(self) -> list:
+        return [self.accuracy_tracker, self.ssim_tracker, self.psnr_tracker]
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "generator": keras.saving.serialize_keras_object(self.generator),
+            "classifier": keras.saving.serialize_keras_object(self.classifier),
+            "discriminator": (
+                keras.saving.serialize_keras_object(self.discriminator) if self.discriminator is not None else None
+            ),
+            "num_classes": self.num_classes,
+            "beta": self.beta,
+            "critic_steps": self.critic_steps,
+            "use_mse": self.use_mse,
+            "label_smoothing": self.label_smoothing,
+            "disc_weight": self.disc_weight,
+            "pool_size": self.pool_size,
+            "pool_fraction": self.pool_fraction,
+            "warmup_steps": self.warmup_steps,
+            "image_size": self.image_size,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> GECO:
+        config = dict(config)
+        for key in ("generator", "classifier", "discriminator"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+    # -- losses ---------------------------------------------------------------------------
+    def classifier_loss(self, y: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
+        """Per-image cross-entropy ``CE(Y, C(G(X)))`` with optional label smoothing."""
+        onehot = tf.one_hot(y, self.num_classes, dtype=tf.float32)
+        if self.label_smoothing:
+            onehot = onehot * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        return -tf.reduce_sum(onehot * tf.math.log(tf.clip_by_value(probs, EPS, 1.0)), axis=-1)
+
+    def adversarial_loss(self, probs: tf.Tensor) -> tf.Tensor:
+        """Per-image ``-(1/c) sum_i log C(G(X))_i``: minimal (log c) at a uniform prediction."""
+        return -tf.reduce_mean(tf.math.log(tf.clip_by_value(probs, EPS, 1.0)), axis=-1)
+
+    @staticmethod
+    def pixel_loss(x: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        """Per-image sum of squared differences (beta multiplies this)."""
+        return tf.reduce_sum(tf.square(tf.cast(x, tf.float32) - tf.cast(g, tf.float32)), axis=[1, 2, 3])
+
+    # -- the replay pool ------------------------------------------------------------------
+    def _pool_mix(self, gx: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Classifier batch: the current G(X) plus pool images; then store G(X) in the pool.
+
+        Returns images, labels and per-image weights (pool images weigh 0 until the pool holds
+        something). Sampling and replacement use stateless randomness seeded by the step, so a
+        resumed run draws exactly what an uninterrupted one would.
+        """
+        batch = tf.shape(gx)[0]
+        n_pool = tf.cast(tf.math.ceil(tf.cast(batch, tf.float32) * self.pool_fraction), tf.int32)
+        count = tf.cast(tf.minimum(self.pool_count.value, self.pool_size), tf.int32)
+        replica = tf.distribute.get_replica_context()
+        rid = tf.cast(replica.replica_id_in_sync_group if replica is not None else 0, tf.int64)
+        seed = tf.stack([tf.cast(self.seed, tf.int64) * 1000003 + rid, self.step_counter.value])
+        idx = tf.random.stateless_uniform([n_pool], seed=seed, minval=0, maxval=tf.maximum(count, 1), dtype=tf.int32)
+        old_x = tf.gather(self.pool_images.value, idx)
+        old_y = tf.gather(self.pool_labels.value, idx)
+        has = tf.cast(count > 0, tf.float32)
+        images = tf.concat([gx, old_x], axis=0)
+        labels = tf.concat([y, old_y], axis=0)
+        weights = tf.concat([tf.ones([batch]), tf.fill([n_pool], has)], axis=0)
+        # Store: fill in order until full, then overwrite random slots (older images survive
+        # longer than in a ring buffer, so the memory reaches further back).
+        fill = tf.cast(self.pool_count.value, tf.int32) + tf.range(batch)
+        rand = tf.random.stateless_uniform([batch], seed=seed + tf.constant([7, 0], tf.int64), minval=0, maxval=self.pool_size, dtype=tf.int32)
+        slots = tf.where(fill < self.pool_size, fill, rand)
+        self.pool_images.assign(tf.tensor_scatter_nd_update(self.pool_images.value, slots[:, None], gx))
+        self.pool_labels.assign(tf.tensor_scatter_nd_update(self.pool_labels.value, slots[:, None], y))
+        self.pool_count.assign_add(tf.cast(batch, tf.int64))
+        return images, labels, weights
+
+    # -- the game -------------------------------------------------------------------------
+    def train_step(self, data) -> dict[str, tf.Tensor]:
+        """One round: ``critic_steps`` classifier updates, a discriminator update (three-player),
+        one generator update. ``data`` is ``(images, labels)`` or ``(images, labels, extra)``."""
+        x, y = data[0], tf.cast(data[1], tf.int32)
+        x = tf.cast(x, tf.float32)
+        replicas = _replicas()
+        gx = tf.stop_gradient(tf.cast(self.generator(x, training=True), tf.float32))
+
+        # 1. classifier: it sees only generated images
+        cls_images, cls_labels, cls_weights = gx, y, None
+        if self.pool_size:
+            cls_images, cls_labels, cls_weights = self._pool_mix(gx, y)
+        cls_loss = tf.constant(0.0)
+        cls_acc = tf.constant(0.0)
+        for _ in range(self.critic_steps):
+            with tf.GradientTape() as tape:
+                probs = self.classifier(cls_images, training=True)
+                per_image = self.classifier_loss(cls_labels, probs)
+                if cls_weights is not None:
+                    per_image = per_image * cls_weights
+                    loss = tf.reduce_sum(per_image) / (tf.reduce_sum(cls_weights) * replicas)
+                else:
+                    loss = tf.nn.compute_average_loss(per_image)
+                scaled = self.c_optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, self.classifier.trainable_variables)
+            self.c_optimizer.apply_gradients(zip(grads, self.classifier.trainable_variables))
+            cls_loss = loss
+            n = tf.shape(gx)[0]
+            cls_acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(probs[:n], -1, output_type=tf.int32), y), tf.float32))
+
+        # 2. discriminator (three-player game): originals are 1, generated images 0
+        disc_loss = tf.constant(0.0)
+        if self.discriminator is not None:
+            with tf.GradientTape() as tape:
+                d_real = self.discriminator(x, training=True)
+                d_fake = self.discriminator(gx, training=True)
+                per_image = _bce(tf.ones_like(d_real), d_real) + _bce(tf.zeros_like(d_fake), d_fake)
+                disc_loss = tf.nn.compute_average_loss(per_image)
+                scaled = self.d_optimizer.scale_loss(disc_loss)
+            grads = tape.gradient(scaled, self.discriminator.trainable_variables)
+            self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+
+        # 3. generator
+        adv_on = tf.cast(self.step_counter.value >= self.warmup_steps, tf.float32)
+        with tf.GradientTape() as tape:
+            g = tf.cast(self.generator(x, training=True), tf.float32)
+            probs = self.classifier(g, training=True)
+            adv = self.adversarial_loss(probs)
+            pix = self.pixel_loss(x, g)
+            per_image = adv_on * adv
+            if self.use_mse:
+                per_image = per_image + self.beta * pix
+            if self.discriminator is not None:
+                fool = _bce(tf.ones_like(probs[:, :1]), self.discriminator(g, training=True))
+                per_image = per_image + adv_on * self.disc_weight * fool
+            gen_loss = tf.nn.compute_average_loss(per_image)
+            scaled = self.g_optimizer.scale_loss(gen_loss)
+        grads = tape.gradient(scaled, self.generator.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
+        self.step_counter.assign_add(1)
+
+        pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        out = {
+            "gen_loss": gen_loss * replicas,
+            "gen_adv_loss": tf.reduce_mean(adv),
+            "gen_mse": tf.reduce_mean(pix) / pixels,
+            "cls_loss": cls_loss * replicas,
+            "cls_accuracy": cls_acc,
+        }
+        if self.discriminator is not None:
+            out["disc_loss"] = disc_loss * replicas
+        return out
+
+    def test_step(self, data) -> dict[str, tf.Tensor]:
+        """Co-trained accuracy on G(X), SSIM and PSNR of G(X) against X (running means)."""
+        x, y = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
+        g = tf.cast(self.generator(x, training=False), tf.float32)
+        probs = self.classifier(g, training=False)
+        correct = tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), y), tf.float32)
+        self.accuracy_tracker.update_state(correct)
+        self.ssim_tracker.update_state(ssim(x, g))
+        self.psnr_tracker.update_state(psnr(x, g))
+        return {m.name: m.result() for m in self.metrics}
+
+
+def _bce(target: tf.Tensor, prob: tf.Tensor) -> tf.Tensor:
+    """Per-image binary cross-entropy of probabilities [B, 1] (clipped for stability)."""
+    prob = tf.clip_by_value(tf.cast(prob, tf.float32), EPS, 1.0 - EPS)
+    return -tf.reduce_sum(target * tf.math.log(prob) + (1.0 - target) * tf.math.log(1.0 - prob), axis=-1)

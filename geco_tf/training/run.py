@@ -1,0 +1,163 @@
+"""The run directory of ``geco-tf train`` (contract: ``docs/runs.md``).
+
+Why each piece exists:
+
+* ``history.csv`` keeps *every* finished epoch, because adversarial training oscillates and the
+  final model is chosen from the whole history, not taken from the last epoch.
+* ``checkpoints/ckpt-N`` is written after epoch N (N = 1, 2, ...) and all are kept: ``--resume``
+  continues after the newest, and the best epoch's networks can always be re-derived from its
+  own checkpoint. ``tf.train.CheckpointManager`` writes the data files first and then replaces
+  the small ``checkpoint`` index atomically, so a kill leaves the previous epoch as "latest".
+* ``generator.keras`` / ``classifier.keras`` are the best validation epoch's networks
+  (:func:`select_best`), rewritten atomically whenever a better epoch appears.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from geco_tf.errors import UserError
+from geco_tf.io import atomic_path, write_json_atomic, write_text_atomic
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "gen_loss",
+    "gen_adv_loss",
+    "gen_mse",
+    "cls_loss",
+    "cls_accuracy",
+    "disc_loss",
+    "val_accuracy_cotrained",
+    "val_ssim",
+    "val_psnr",
+    "seconds",
+)
+
+
+class RunDir:
+    """Paths and readers/writers of one training run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{self.path}: --out exists and is a file, not a directory")
+        self.config = self.path / "config.json"
+        self.history = self.path / "history.csv"
+        self.checkpoints = self.path / "checkpoints"
+        self.logs = self.path / "logs"
+        self.generator = self.path / "generator.keras"
+        self.classifier = self.path / "classifier.keras"
+        self.metrics = self.path / "metrics.json"
+
+    def has_run(self) -> bool:
+        """True when a training run has already started here."""
+        return self.config.exists() or self.history.exists() or self.checkpoints.exists()
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+
+    # -- config ---------------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        write_json_atomic(self.config, config)
+
+    def read_config(self) -> dict:
+        try:
+            return json.loads(self.config.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.config}: no run to resume here (config.json missing)") from None
+
+    # -- history --------------------------------------------------------------------------
+    def read_history(self) -> list[dict]:
+        """Rows of ``history.csv`` with numbers parsed (empty strings stay None)."""
+        if not self.history.exists():
+            return []
+        with open(self.history, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: _num(v) for k, v in row.items()} for row in rows]
+
+    def write_history(self, rows: list[dict]) -> None:
+        """Rewrite ``history.csv`` atomically with ``rows`` (all epochs so far)."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in HISTORY_COLUMNS})
+        write_text_atomic(self.history, buf.getvalue())
+
+    # -- models ---------------------------------------------------------------------------
+    def save_model(self, model: keras.Model, path: Path) -> None:
+        """Save a ``.keras`` file atomically (temporary name with the .keras suffix, rename)."""
+        with atomic_path(path, suffix=".keras") as tmp:
+            model.save(tmp)
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json_atomic(self.metrics, metrics)
+
+
+def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
+    """Everything a resumed run needs: the networks, their optimizers, the epoch counter and the
+    game state (step counter that drives warm-up and the pool's random stream; the pool)."""
+    parts = {
+        "generator": model.generator,
+        "classifier": model.classifier,
+        "g_optimizer": model.g_optimizer,
+        "c_optimizer": model.c_optimizer,
+        "epoch": epoch,
+        "step": model.step_counter,
+    }
+    if model.discriminator is not None:
+        parts["discriminator"] = model.discriminator
+        parts["d_optimizer"] = model.d_optimizer
+    if model.pool_size:
+        parts.update(pool_images=model.pool_images, pool_labels=model.pool_labels, pool_count=model.pool_count)
+    return tf.train.Checkpoint(**parts)
+
+
+def checkpoint_manager(ckpt: tf.train.Checkpoint, run: RunDir) -> tf.train.CheckpointManager:
+    """Keeps every epoch's checkpoint (``ckpt-<epoch>``)."""
+    return tf.train.CheckpointManager(ckpt, str(run.checkpoints), max_to_keep=None, checkpoint_name="ckpt")
+
+
+def checkpoint_path(run: RunDir, epoch: int) -> str:
+    return str(run.checkpoints / f"ckpt-{epoch}")
+
+
+def select_best(rows: list[dict], ssim_target: float) -> tuple[dict | None, bool]:
+    """The design's best-epoch rule: lowest co-trained validation accuracy among epochs whose
+    validation SSIM meets ``ssim_target`` (ties: the higher SSIM, then the later epoch).
+
+    When no epoch meets the target, the epoch with the highest SSIM is returned and the flag is
+    False, so the caller can say the target was missed instead of hiding it.
+    """
+    if not rows:
+        return None, False
+    ok = [r for r in rows if r["val_ssim"] is not None and r["val_ssim"] >= ssim_target]
+    if ok:
+        return min(ok, key=lambda r: (r["val_accuracy_cotrained"], -r["val_ssim"], -r["epoch"])), True
+    return max(rows, key=lambda r: (r["val_ssim"] or -1.0, r["epoch"])), False
+
+
+def _num(value: str):
+    if value in ("", None):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)

@@ -1,0 +1,428 @@
+"""``train_geco``: the library entry point behind ``geco-tf train`` (run layout: docs/runs.md).
+
+One call builds the networks for the dataset's image size, plays the GECO game for ``epochs``
+epochs (or until the time budget), validates after every epoch, keeps every epoch in
+``history.csv`` and a checkpoint, and finally restores the best validation epoch (design.md:
+lowest co-trained accuracy among epochs whose SSIM meets the target) and measures it on the
+test split. ``resume=True`` continues a killed run after its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import click
+import keras
+import numpy as np
+import tensorflow as tf
+
+from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
+from geco_tf.data.pipeline import make_dataset
+from geco_tf.errors import UserError
+from geco_tf.evaluation.metrics import psnr, ssim
+from geco_tf.models import Discriminator, build_classifier, build_generator, choose_padding
+from geco_tf.training.distribute import describe, get_strategy
+from geco_tf.training.geco import GECO
+from geco_tf.training.precision import precision_policy, resolve_precision, wrap_optimizer
+from geco_tf.training.run import (
+    RunDir,
+    checkpoint_manager,
+    checkpoint_path,
+    make_checkpoint,
+    select_best,
+)
+
+#: Image size for which the paper's beta (0.02) was tuned: 512 x 512 slices.
+BETA_REFERENCE_SIZE = 512
+
+#: Every option of :func:`train_geco` with its default (written resolved into config.json).
+DEFAULTS: dict = {
+    "generator": "unet",
+    "classifier": "dds",
+    "classifier_padding": "auto",
+    "base_filters": 16,
+    "depth": 3,
+    "beta": 0.02,
+    "beta_scaling": "area",
+    "g_lr": 5e-4,
+    "c_lr": 5e-4,
+    "d_lr": 5e-4,
+    "adam_beta_1": 0.5,
+    "critic_steps": 1,
+    "three_player": False,
+    "no_mse": False,
+    "label_smoothing": 0.1,
+    "disc_weight": 1.0,
+    "pool_size": 512,
+    "pool_fraction": 0.5,
+    "warmup_steps": 50,
+    "epochs": 15,
+    "batch_size": 32,
+    "steps_per_epoch": None,
+    "ssim_target": 0.97,
+    "time_budget_minutes": 14.0,
+    "precision": "auto",
+    "strategy": "auto",
+    "jit": False,
+    "seed": 0,
+}
+
+#: Options a resumed run may change (everything else comes from the stored config).
+RESUMABLE_OVERRIDES = ("epochs", "time_budget_minutes")
+
+
+def effective_beta(beta: float, height: int, width: int, scaling: str = "area") -> float:
+    """``beta`` for the image size: the pixel term is a *sum* over pixels, so at H x W it is
+    (H W / 512^2) times smaller than at 512 x 512; ``area`` scaling multiplies beta back by
+    512^2 / (H W) to keep the paper's balance. ``none`` uses beta as given."""
+    if scaling == "none":
+        return float(beta)
+    if scaling != "area":
+        raise UserError(f"--beta-scaling {scaling!r}: choose 'area' or 'none'")
+    return float(beta) * BETA_REFERENCE_SIZE**2 / (height * width)
+
+
+def _check_data(data: DatasetInfo, target: str) -> list[str]:
+    classes = check_target(data, target)
+    for split in ("train", "val"):
+        if data.count(split, target) == 0:
+            raise UserError(f"{data.path}: split {split!r} has no slices with a known {target!r}")
+    return classes
+
+
+def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute.Strategy) -> GECO:
+    """Networks and optimizers, created under the strategy's scope and the dtype policy."""
+    gen_kind = options["generator"]
+    gen_kwargs = {"base_filters": options["base_filters"], "depth": options["depth"]}
+    if gen_kind == "multi-residual":
+        gen_kwargs = {"filters": 2 * options["base_filters"]}
+    try:
+        generator = build_generator(gen_kind, **gen_kwargs)
+    except ValueError as exc:
+        raise UserError(f"--generator: {exc}") from None
+    from geco_tf.models.classifiers import feature_size
+
+    padding = options["classifier_padding_resolved"]
+    if options["classifier"] == "maxpool" and feature_size(size, padding) < 1:
+        raise UserError(
+            f"--classifier maxpool: {size}x{size} images are too small for its three 3x3 poolings (need >= 27 px)"
+        )
+    try:
+        classifier = build_classifier(options["classifier"], len(classes), size, padding=padding)
+    except ValueError as exc:
+        raise UserError(f"--classifier {options['classifier']}: {exc}") from None
+    if strategy.num_replicas_in_sync > 1:
+        _synchronise_batch_norm(classifier)
+    discriminator = Discriminator(base_filters=max(8, 2 * options["base_filters"])) if options["three_player"] else None
+    model = GECO(
+        generator,
+        classifier,
+        num_classes=len(classes),
+        beta=options["beta_effective"],
+        discriminator=discriminator,
+        critic_steps=options["critic_steps"],
+        use_mse=not options["no_mse"],
+        label_smoothing=options["label_smoothing"],
+        disc_weight=options["disc_weight"],
+        pool_size=options["pool_size"],
+        pool_fraction=options["pool_fraction"],
+        warmup_steps=options["warmup_steps"],
+        image_size=size,
+        seed=options["seed"],
+    )
+    policy = options["precision_resolved"]
+
+    def adam(lr: float) -> keras.optimizers.Optimizer:
+        return wrap_optimizer(keras.optimizers.Adam(lr, beta_1=options["adam_beta_1"]), policy)
+
+    model.compile(
+        g_optimizer=adam(options["g_lr"]),
+        c_optimizer=adam(options["c_lr"]),
+        d_optimizer=adam(options["d_lr"]) if discriminator is not None else None,
+    )
+    model.build((None, size, size, 1))
+    return model
+
+
+def _synchronise_batch_norm(model: keras.Model) -> None:
+    """Batch statistics over the global batch, so N replicas normalise like one device."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
+def predict_split(model: GECO, data: DatasetInfo, split: str, target: str, batch_size: int = 64, with_labels=()):
+    """Run generator and co-trained classifier over a split.
+
+    Returns a dict of NumPy arrays: ``labels``, ``pred``, ``probs``, ``ssim``, ``psnr`` and
+    any ``with_labels`` (e.g. modality), one entry per slice.
+    """
+
+    @tf.function(reduce_retracing=True)
+    def step(x):
+        g = tf.cast(model.generator(x, training=False), tf.float32)
+        p = model.classifier(g, training=False)
+        return p, ssim(x, g), psnr(x, g)
+
+    out: dict[str, list] = {"labels": [], "probs": [], "ssim": [], "psnr": [], **{k: [] for k in with_labels}}
+    ds = make_dataset(data, split, target, batch_size, with_labels=tuple(with_labels), cache=False)
+    for batch in ds:
+        p, s, q = step(batch[0])
+        out["labels"].append(batch[1].numpy())
+        out["probs"].append(p.numpy())
+        out["ssim"].append(s.numpy())
+        out["psnr"].append(q.numpy())
+        for k in with_labels:
+            out[k].append(batch[2][k].numpy())
+    res = {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+    res["pred"] = res["probs"].argmax(-1) if len(res["probs"]) else np.zeros(0, int)
+    return res
+
+
+def _epoch_dataset(data: DatasetInfo, target: str, options: dict, epoch: int, strategy) -> tf.data.Dataset:
+    """The training batches of one epoch: the order depends only on (seed, epoch), so a resumed
+    run sees exactly the batches an uninterrupted one would."""
+    ds = make_dataset(
+        data,
+        "train",
+        target,
+        options["batch_size"],
+        shuffle=True,
+        seed=options["seed"] * 100_003 + epoch,
+        drop_remainder=True,
+    )
+    return strategy.experimental_distribute_dataset(ds)
+
+
+def train_geco(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    target: str = "manufacturer",
+    resume: bool = False,
+    progress: bool = True,
+    **options,
+) -> dict:
+    """Train GECO on ``data_dir`` for ``target``, writing the run directory ``out_dir``.
+
+    ``options`` are the keys of :data:`DEFAULTS`. Returns the test metrics (also written to
+    ``RUN/metrics.json``). Raises :class:`UserError` for anything the user can fix.
+    """
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    run = RunDir(out_dir)
+    if resume:
+        stored = run.read_config()
+        overrides = {k: v for k, v in options.items() if k in RESUMABLE_OVERRIDES and v is not None}
+        opts = {**DEFAULTS, **stored["options"], **overrides}
+        data_dir = stored["data"]
+        target = stored["target"]
+    else:
+        if run.has_run():
+            raise UserError(f"{run.path}: already holds a run; use --resume to continue it or choose a new --out")
+        opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    data = open_dataset(data_dir)
+    classes = _check_data(data, target)
+    size = data.image_size
+    if not 1 <= int(opts["critic_steps"]) <= 5:
+        raise UserError(f"--critic-steps {opts['critic_steps']}: use 1 to 5")
+    opts["beta_effective"] = effective_beta(opts["beta"], size, size, opts["beta_scaling"])
+    opts["precision_resolved"] = resolve_precision(opts["precision"])
+    if opts["classifier_padding"] == "auto":
+        opts["classifier_padding_resolved"] = choose_padding(size)
+    else:
+        opts["classifier_padding_resolved"] = opts["classifier_padding"]
+
+    keras.utils.set_random_seed(int(opts["seed"]))
+    strategy = get_strategy(opts["strategy"])
+    with precision_policy(opts["precision_resolved"]), strategy.scope():
+        model = _build(opts, classes, size, strategy)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    ckpt = make_checkpoint(model, epoch_var)
+    manager = checkpoint_manager(ckpt, run)
+
+    history: list[dict] = []
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        done = int(epoch_var.numpy())
+        history = [r for r in run.read_history() if r["epoch"] <= done]
+        run.write_history(history)
+    elif resume:
+        history = []
+    start_epoch = int(epoch_var.numpy())
+
+    run.create()
+    config = {
+        "target": target,
+        "classes": classes,
+        "data": str(Path(data_dir).resolve()),
+        "image_size": size,
+        "n_train": data.count("train", target),
+        "n_val": data.count("val", target),
+        "options": {k: opts[k] for k in DEFAULTS},
+        "resolved": {
+            "beta": opts["beta"],
+            "beta_effective": opts["beta_effective"],
+            "beta_rule": f"beta * {BETA_REFERENCE_SIZE}^2 / (H*W)" if opts["beta_scaling"] == "area" else "beta",
+            "classifier_padding": opts["classifier_padding_resolved"],
+            "precision": opts["precision_resolved"],
+            "strategy": describe(strategy),
+            "generator_config": model.generator.get_config(),
+            "classifier_config": model.classifier.get_config(),
+            "discriminator_config": model.discriminator.get_config() if model.discriminator is not None else None,
+        },
+    }
+    run.write_config(config)
+
+    n_train = data.count("train", target)
+    steps = n_train // opts["batch_size"]
+    if opts["steps_per_epoch"]:
+        steps = min(steps, int(opts["steps_per_epoch"])) if steps else int(opts["steps_per_epoch"])
+    if steps < 1:
+        raise UserError(
+            f"{data.path}: {n_train} training slices is less than one batch of --batch-size {opts['batch_size']}"
+        )
+
+    inner = tf.function(model.train_step, jit_compile=bool(opts["jit"]), reduce_retracing=True)
+
+    @tf.function
+    def distributed_step(batch):
+        per_replica = strategy.run(inner, args=(batch,))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+
+    writer = tf.summary.create_file_writer(str(run.logs))
+    budget = opts["time_budget_minutes"]
+    started = time.monotonic()
+    epoch_times: list[float] = []
+    stopped_by_budget = False
+    for epoch in range(start_epoch + 1, int(opts["epochs"]) + 1):
+        if budget and epoch_times:
+            elapsed = time.monotonic() - started
+            if elapsed + float(np.mean(epoch_times)) > budget * 60:
+                stopped_by_budget = True
+                break
+        t0 = time.monotonic()
+        sums: dict[str, float] = {}
+        iterator = iter(_epoch_dataset(data, target, opts, epoch, strategy))
+        bar = click.progressbar(
+            length=steps,
+            label=f"epoch {epoch}/{opts['epochs']}",
+            file=None if progress else _NullFile(),
+            show_eta=True,
+        )
+        with bar:
+            for _ in range(steps):
+                logs = distributed_step(next(iterator))
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                bar.update(1)
+        val = predict_split(model, data, "val", target, batch_size=max(64, opts["batch_size"]))
+        row = {k: v / steps for k, v in sums.items()}
+        row.update(
+            epoch=epoch,
+            val_accuracy_cotrained=float(np.mean(val["pred"] == val["labels"])),
+            val_ssim=float(np.mean(val["ssim"])),
+            val_psnr=float(np.mean(val["psnr"])),
+            seconds=time.monotonic() - t0,
+        )
+        for k in ("gen_loss", "gen_adv_loss", "gen_mse", "cls_loss", "cls_accuracy"):
+            row.setdefault(k, None)
+        if not all(math.isfinite(row[k]) for k in ("gen_loss", "cls_loss")):
+            raise RuntimeError(f"epoch {epoch}: losses are not finite ({row['gen_loss']}, {row['cls_loss']})")
+        history.append(row)
+        with writer.as_default(step=epoch):
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    _scalar_summary(k, v, epoch)
+        writer.flush()
+        run.write_history(history)
+        best, _ = select_best(history, opts["ssim_target"])
+        if best is not None and best["epoch"] == epoch:
+            run.save_model(model.generator, run.generator)
+            run.save_model(model.classifier, run.classifier)
+        epoch_var.assign(epoch)
+        manager.save(checkpoint_number=epoch)
+        epoch_times.append(time.monotonic() - t0)
+        if progress:
+            click.echo(
+                f"epoch {epoch}: val accuracy {row['val_accuracy_cotrained']:.3f}  SSIM {row['val_ssim']:.4f}  "
+                f"PSNR {row['val_psnr']:.2f}  ({row['seconds']:.0f} s)",
+                err=True,
+            )
+    writer.close()
+
+    if not history:
+        raise UserError(f"{run.path}: no epoch was trained (epochs={opts['epochs']} already done?)")
+    best, met = select_best(history, opts["ssim_target"])
+    # The final networks are those of the best epoch, restored from its own checkpoint (this
+    # also covers a run killed after saving generator.keras but before its checkpoint).
+    tf.train.Checkpoint(generator=model.generator, classifier=model.classifier).read(
+        checkpoint_path(run, best["epoch"])
+    ).expect_partial()
+    run.save_model(model.generator, run.generator)
+    run.save_model(model.classifier, run.classifier)
+    metrics = test_metrics(model, data, target, classes)
+    metrics.update(
+        best_epoch=int(best["epoch"]),
+        ssim_target=opts["ssim_target"],
+        ssim_target_met=bool(met),
+        epochs_trained=len(history),
+        stopped_by_time_budget=stopped_by_budget,
+        training_seconds=float(sum(r["seconds"] for r in history)),
+    )
+    run.write_metrics(metrics)
+    return metrics
+
+
+def test_metrics(model: GECO, data: DatasetInfo, target: str, classes: list[str]) -> dict:
+    """The design's metrics that training can fill, on the test split."""
+    res = predict_split(model, data, "test", target, with_labels=("modality",))
+    c = len(classes)
+    confusion = np.zeros((c, c), dtype=int)
+    for t, p in zip(res["labels"], res["pred"]):
+        confusion[int(t), int(p)] += 1
+    modalities = data.classes("modality")
+    per_modality = {}
+    for i, name in enumerate(modalities):
+        mask = res["modality"] == i
+        if mask.any():
+            per_modality[name] = {
+                "accuracy_cotrained": float(np.mean(res["pred"][mask] == res["labels"][mask])),
+                "ssim": float(np.mean(res["ssim"][mask])),
+                "n": int(mask.sum()),
+            }
+    return {
+        "target": target,
+        "classes": classes,
+        "n_test": int(len(res["labels"])),
+        "accuracy_cotrained": float(np.mean(res["pred"] == res["labels"])) if len(res["labels"]) else float("nan"),
+        "chance": 1.0 / c,
+        "ssim": float(np.mean(res["ssim"])),
+        "psnr": float(np.mean(res["psnr"])),
+        "per_modality": per_modality,
+        "confusion_cotrained": confusion.tolist(),
+    }
+
+
+def _scalar_summary(tag: str, value: float, step: int) -> None:
+    """A TensorBoard scalar without importing ``tensorboard`` (not a dependency): the same
+    event ``tf.summary.scalar`` writes, tagged for the scalars plugin."""
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=meta)
+
+
+class _NullFile:
+    """A file that swallows the progress bar when ``progress=False``."""
+
+    def write(self, _s: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
