@@ -69,6 +69,7 @@ def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_w
       geco-tf preprocess /archive/dicom --out data --size 256 --workers 8 --key-file ~/keys/site.key
       geco-tf preprocess --nifti-csv volumes.csv --out data
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not a log line
     from geco_tf.data.preprocess import preprocess
 
     if (dicom_dir is None) == (nifti_csv is None):

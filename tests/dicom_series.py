@@ -54,7 +54,7 @@ def phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     z, y, x = np.meshgrid(
         np.linspace(-1, 1, n), np.linspace(-1, 1, rows), np.linspace(-1, 1, cols), indexing="ij"
     )
-    inside = (x / 0.85) ** 2 + (y / 0.9) ** 2 + (z / 1.15) ** 2 < 1.0
+    inside = (x / 0.85) ** 2 + (y / 0.9) ** 2 + (z / 0.95) ** 2 < 1.0  # the end slices are black
     volume = rng.integers(200, 1200, size=shape).astype(np.int16)
     volume[~inside] = 0
     return volume

@@ -71,6 +71,8 @@ GEOMETRY_TAGS = (
     "SliceThickness",
     "SpacingBetweenSlices",
 )
+#: Tags that size the pixel data (checked against the file before any decoding).
+PIXEL_TAGS = ("PixelData", "BitsAllocated", "NumberOfFrames")
 MR_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
     "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
@@ -212,7 +214,7 @@ def discover_series(root: str | os.PathLike, progress: Callable[[int], None] | N
                 if media_class == DICOMDIR_CLASS:
                     skipped.append((path, "DICOMDIR (an index of the files, not an image)"))
                 else:
-                    skipped.append((path, "DICOM file without SeriesInstanceUID"))
+                    skipped.append((path, "DICOM header without SeriesInstanceUID (truncated, corrupt or not an image)"))
                 continue
             entry = series.get(uid)
             if entry is None:
@@ -449,6 +451,40 @@ def reorient_axial(image: Any) -> Any:
 # --- classic series ------------------------------------------------------------------------
 
 
+def pixel_data_problem(ds: Any, path: str) -> str | None:
+    """Why a file's pixel data cannot be whole, from its header alone, or ``None``.
+
+    Catches files cut short in transfer (the declared length runs past the end of the file) and
+    uncompressed pixel data shorter than Rows x Columns -- which some readers silently pad.
+    """
+    try:
+        element = ds.get_item("PixelData", keep_deferred=True)
+    except Exception:
+        element = None
+    if element is None:
+        return "no pixel data"
+    length = getattr(element, "length", None)
+    offset = getattr(element, "value_tell", None)
+    if length is None or offset is None or length == 0xFFFFFFFF:  # loaded already, or encapsulated
+        return None
+    size = os.path.getsize(path)
+    if offset + length > size:
+        return f"truncated file: pixel data cut short ({size - offset} of {length} bytes)"
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and getattr(syntax, "is_encapsulated", False):
+        return None
+    try:
+        expected = (
+            int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+            * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) // 8
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if length < expected:
+        return f"pixel data shorter than Rows x Columns ({length} of {expected} bytes)"
+    return None
+
+
 def _classic_slice(path: str, ds: Any) -> _Slice:
     position = _floats(ds.get("ImagePositionPatient"), 3) if "ImagePositionPatient" in ds else None
     orientation = _floats(ds.get("ImageOrientationPatient"), 6) if "ImageOrientationPatient" in ds else None
@@ -478,7 +514,7 @@ def _fallback_gap(ds: Any) -> float | None:
     return None
 
 
-def _read_pixels_pydicom(paths: list[str], shape: tuple[int, int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def read_pixels_pydicom(paths: list[str], shape: tuple[int, int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Decode each file with pydicom (its plugins handle compressed syntaxes) and rescale."""
     import pydicom
     from pydicom.pixels import apply_rescale
@@ -511,11 +547,13 @@ def _classic_volume(paths: list[str], first: Any, decoder: str) -> SeriesVolume:
     seen: dict[str, str] = {}
     for path in paths:
         try:
-            ds = first if path == paths[0] else pydicom.dcmread(
-                path, stop_before_pixels=True, specific_tags=list(GEOMETRY_TAGS)
-            )
+            ds = pydicom.dcmread(path, defer_size=1024, specific_tags=list(GEOMETRY_TAGS + PIXEL_TAGS))
         except Exception as exc:
             file_skips.append((path, f"unreadable DICOM header ({type(exc).__name__})"))
+            continue
+        problem = pixel_data_problem(ds, path)
+        if problem:
+            file_skips.append((path, problem))
             continue
         sop = _text(ds, "SOPInstanceUID")
         if sop and sop in seen:
@@ -525,6 +563,8 @@ def _classic_volume(paths: list[str], first: Any, decoder: str) -> SeriesVolume:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise SeriesRejected("classic series mixing multi-frame and single-frame files", file_skips)
         slices.append(_classic_slice(path, ds))
+    if not slices and file_skips:
+        raise SeriesRejected(f"no usable image: {len(file_skips)} file(s) unreadable", file_skips)
     try:
         stack = order_slices(slices, _fallback_gap(first))
     except SeriesRejected as exc:
@@ -549,7 +589,7 @@ def _classic_volume(paths: list[str], first: Any, decoder: str) -> SeriesVolume:
             raise SeriesRejected("SimpleITK could not read the series", file_skips)
     if image is None:
         used = "pydicom"
-        volume, failed = _read_pixels_pydicom(ordered, stack.slices[0].shape)
+        volume, failed = read_pixels_pydicom(ordered, stack.slices[0].shape)
         if failed:
             file_skips.extend(failed)
             raise SeriesRejected(

@@ -105,7 +105,7 @@ _OTHER_WORDS = (
     "proton", "tof", "mra", "angio", "mip", "spectro", "csi", "svs", "map", "t1map", "t2map", "fa",
     "cbf", "cbv", "mtt", "ktrans", "dyn", "dynamic", "loc", "localizer", "localiser", "scout", "survey",
 )
-_POST_WORDS = ("post", "gd", "gad", "gado", "contrast", "ce", "c+", "+c", "postgd", "postcontrast", "enhanced")
+_POST_WORDS = ("post", "gd", "gad", "gado", "contrast", "ce", "+c", "km", "postgd", "postcontrast", "enhanced")
 _PRE_WORDS = ("pre", "precontrast", "pregd", "native", "nativ")
 _T1_WORDS = ("t1", "t1w", "mprage", "spgr", "fspgr", "bravo", "vibe", "tfl", "tfe", "t1tfe", "ffe", "flash",
              "mp2rage", "space t1")
@@ -114,13 +114,13 @@ _FLAIR_WORDS = ("flair", "dark fluid", "darkfluid", "tirm")
 
 
 def _tokens(text: str) -> set[str]:
+    """Words of ``text`` plus their glued parts ("t1post" -> t1, post); "+C"/"C+" becomes "+c"."""
     text = text.lower()
-    words = set(re.findall(r"[a-z0-9+]+", text))
-    # split glued forms such as "t1post" or "t2flair" into their parts as well
+    words = set(re.findall(r"[a-z0-9]+", text))
     for word in list(words):
-        words.update(re.findall(r"t[12](?=[a-z])|[a-z]+|\d+|\+", word))
-    words.update({"c+"} if "c+" in text else set())
-    words.update({"+c"} if "+c" in text else set())
+        words.update(re.findall(r"t[12](?!\d)|[a-z]+|\d+", word))
+    if re.search(r"\+\s*c(?![a-z])|(?<![a-z])c\s*\+", text):
+        words.add("+c")
     return words
 
 

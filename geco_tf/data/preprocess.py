@@ -327,7 +327,7 @@ def preprocess(
     key_path = Path(key_file) if key_file is not None else P.default_key_path(out)
     key, created = P.load_or_create_key(key_path, out)
     scrubber = P.Scrubber(source if dicom_dir is not None else source.resolve().parent)
-    say = (lambda msg: log(scrubber.scrub(msg))) if log else (lambda msg: None)
+    say = (lambda msg: log(scrubber.scrub(msg, parts=False))) if log else (lambda msg: None)
     summary = Summary(out=str(out), key_file=str(key_path), key_created=created)
 
     t0 = time.perf_counter()
@@ -358,9 +358,11 @@ def preprocess(
 
     def keep(job: Job, record: dict) -> None:
         record["where"] = scrubber.scrub(job.where)
-        record["file_skips"] = [[scrubber.scrub(p), scrubber.scrub(r)] for p, r in record.get("file_skips", [])]
+        record["file_skips"] = [
+            [scrubber.scrub(p), scrubber.scrub(r, parts=False)] for p, r in record.get("file_skips", [])
+        ]
         if "reason" in record:
-            record["reason"] = scrubber.scrub(record["reason"])
+            record["reason"] = scrubber.scrub(record["reason"], parts=False)
         write_json_atomic(work / f"{job.id}.json", record)  # last: marks the series as done
         records[job.id] = record
 
@@ -370,7 +372,7 @@ def preprocess(
     summary.seconds["convert"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()
-    skip_rows = [(scrubber.scrub(p), scrubber.scrub(r)) for p, r in skipped]
+    skip_rows = [(scrubber.scrub(p), scrubber.scrub(r, parts=False)) for p, r in skipped]
     ok: list[tuple[Job, dict]] = []
     for job in jobs:
         record = records[job.id]

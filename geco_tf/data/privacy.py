@@ -91,11 +91,12 @@ class Scrubber:
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = str(Path(root).resolve()) if root is not None else None
         self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._parts: set[str] = set()
+        self._patterns: dict[bool, re.Pattern[str]] = {}
 
     def add(self, values: Iterable[object]) -> None:
         """Register identifying values; names are also registered per component."""
-        before = len(self._values)
+        before = len(self._values), len(self._parts)
         for value in values:
             if value is None:
                 continue
@@ -105,23 +106,30 @@ class Scrubber:
             self._values.add(text)
             parts = [p for p in re.split(r"[\^\s,=]+", text) if p]
             if len(parts) > 1:
-                self._values.update(p for p in parts if len(p) >= 2)
+                self._parts.update(p for p in parts if len(p) >= 2)
                 self._values.add(" ".join(parts))
             if re.fullmatch(r"\d{8}", text):  # a DA date: also its ISO spelling
                 self._values.add(f"{text[:4]}-{text[4:6]}-{text[6:]}")
-        if len(self._values) != before:
-            self._pattern = None
+        if (len(self._values), len(self._parts)) != before:
+            self._patterns = {}
 
-    def scrub(self, text: object) -> str:
-        """``text`` with the root made relative, UIDs and registered identifiers redacted."""
+    def scrub(self, text: object, parts: bool = True) -> str:
+        """``text`` with the root made relative, UIDs and registered identifiers redacted.
+
+        ``parts=True`` also redacts single name components ("Jane" of "Doe^Jane"): right for
+        paths, which exports build from names; messages use ``parts=False``, because a
+        component may be an ordinary word ("R3.2.2 Enhanced Dicom Phantom").
+        """
         out = str(text)
         if self.root:
             out = out.replace(self.root + os.sep, "").replace(self.root, ".")
         out = UID_PATTERN.sub(REDACTED, out)
-        if self._values:
-            if self._pattern is None:
-                alternatives = sorted(self._values, key=len, reverse=True)
-                body = "|".join(re.escape(v) for v in alternatives)
-                self._pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9])", re.IGNORECASE)
-            out = self._pattern.sub(REDACTED, out)
+        values = self._values | self._parts if parts else self._values
+        if values:
+            pattern = self._patterns.get(parts)
+            if pattern is None:
+                body = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+                pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9])", re.IGNORECASE)
+                self._patterns[parts] = pattern
+            out = pattern.sub(REDACTED, out)
         return out
