@@ -17,8 +17,8 @@ import pytest
 from geco_tf.errors import UserError
 from geco_tf.models.classifiers import DDSClassifier
 from geco_tf.models.deepdicomsort import (
-    DDSInputAdapter,
     build_original_model,
+    dds_input_layers,
     load_backbone,
     read_dds_hdf5,
     registry_layers,
@@ -168,16 +168,21 @@ def test_save_weights_layout_and_any_layer_names_load_by_structure(tmp_path):
     np.testing.assert_array_equal(weights.layers[0].weights["kernel"], arrays["conv2d_1"]["kernel"])
 
 
-def test_adapter_brings_any_size_to_256_in_unit_range():
-    adapter = DDSInputAdapter()
+def _adapt(x):
+    for layer in dds_input_layers(x.shape[1]):
+        x = layer(x)
+    return np.asarray(x)
+
+
+def test_input_layers_bring_any_size_to_256_in_unit_range():
     x = np.full((1, 64, 64, 1), -1.0, np.float32)
     x[0, 16:48, 16:48, 0] = 1.0
-    y = adapter(x).numpy()
+    y = _adapt(x)
     assert y.shape == (1, 256, 256, 1)
     assert y.min() == 0.0 and y.max() == 1.0
     assert y[0, 128, 128, 0] == 1.0 and y[0, 2, 2, 0] == 0.0  # centre stays bright, padding black
-    assert DDSInputAdapter.from_config(adapter.get_config()).size == 256
-    assert adapter(np.zeros((1, 512, 512, 1), np.float32)).shape == (1, 256, 256, 1)
+    assert _adapt(np.zeros((1, 512, 512, 1), np.float32)).shape == (1, 256, 256, 1)
+    assert [type(layer).__name__ for layer in dds_input_layers(256)] == ["Rescaling"]  # 256: no resampling
 
 
 def test_registry_lists_every_layer_and_shape():

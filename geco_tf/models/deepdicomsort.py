@@ -28,7 +28,7 @@ anything is assigned, and any mismatch raises :class:`~geco_tf.errors.UserError`
 and both shapes: a partial load is never possible.
 
 Other image sizes: the per-position PReLU alphas tie the backbone to 256x256 inputs. The baseline
-therefore brings every slice to 256x256 with :class:`DDSInputAdapter` (bilinear resampling of the
+therefore brings every slice to 256x256 with :func:`dds_input_layers` (bilinear resampling of the
 whole slice and [-1, 1] -> [0, 1]), which is what DeepDicomSort's own preprocessing does
 (it resamples each volume in-plane to 256x256 and rescales intensities to [0, 1]). Resampling the
 alphas instead would keep the image at its own scale but change what every 5x5 filter sees
@@ -47,7 +47,7 @@ import numpy as np
 from keras import layers
 
 from geco_tf.errors import UserError
-from geco_tf.models.classifiers import CONV_FILTERS, KERNEL, PACKAGE, POOL, ConvBackbone
+from geco_tf.models.classifiers import CONV_FILTERS, KERNEL, POOL, ConvBackbone
 
 #: The image size the published weights were trained on (the PReLU alphas depend on it).
 ORIGINAL_INPUT_SIZE = 256
@@ -297,7 +297,7 @@ def load_backbone(backbone: ConvBackbone, weights: DDSWeights) -> None:
     if backbone.padding != "valid" or backbone.prelu_shared_axes is not None:
         raise ValueError("DeepDicomSort weights need ConvBackbone(padding='valid', prelu_shared_axes=None)")
     convs, norms, prelus = weights.of_kind("conv"), weights.of_kind("bn"), weights.of_kind("prelu")
-    if not backbone.built:
+    if not backbone.convs[0].built:
         size = weights.of_kind("prelu")[0].weights["alpha"].shape[0] + KERNEL - 1
         backbone(np.zeros((1, size, size, 1), np.float32))
     plan = []
@@ -329,30 +329,21 @@ def _apply(plan: list[tuple[layers.Layer, str, LegacyLayer, str]]) -> None:
         getattr(layer, attr).assign(source.weights[weight])
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class DDSInputAdapter(layers.Layer):
-    """Brings dataset slices to what DeepDicomSort saw: ``size`` x ``size``, intensities in [0, 1].
+def dds_input_layers(image_size: int, size: int = ORIGINAL_INPUT_SIZE) -> list[layers.Layer]:
+    """Layers that bring dataset slices to what DeepDicomSort saw: ``size`` x ``size`` in [0, 1].
 
     Bilinear resampling of the whole slice (antialiased when shrinking, e.g. 512 -> 256), as
     DeepDicomSort resamples each volume in-plane to 256x256; then [-1, 1] -> [0, 1], the range its
     per-volume ``RescaleIntensity(0, 1)`` produces (the dataset's padding value -1 becomes 0).
+    Built-in Keras layers only, so a saved baseline loads without importing this module.
     """
-
-    def __init__(self, size: int = ORIGINAL_INPUT_SIZE, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.size = int(size)
-
-    def call(self, x):
-        if x.shape[1] != self.size or x.shape[2] != self.size:
-            shrink = x.shape[1] is not None and x.shape[1] > self.size
-            x = keras.ops.image.resize(x, (self.size, self.size), interpolation="bilinear", antialias=shrink)
-        return keras.ops.clip((x + 1.0) * 0.5, 0.0, 1.0)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.size, self.size, input_shape[-1])
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "size": self.size}
+    out: list[layers.Layer] = []
+    if image_size != size:
+        out.append(
+            layers.Resizing(size, size, interpolation="bilinear", antialias=image_size > size, name=f"resample_{size}")
+        )
+    out.append(layers.Rescaling(0.5, offset=0.5, name="to_unit_range"))
+    return out
 
 
 def build_original_model(weights: DDSWeights | None = None, num_classes: int = len(ORIGINAL_CLASSES)) -> keras.Model:
