@@ -1,0 +1,126 @@
+"""Cheap, fresh classifiers used as probes by the report.
+
+Two very different probes, so that one architecture's blind spot cannot pass for removal:
+
+* :func:`fit_predict_cnn` -- a small CNN (four 3x3 convolutions, global average *and* max
+  pooling). Scanner signatures on the built-in data are reconstruction effects (apodisation, noise
+  texture, ringing, bias), i.e. local texture statistics pooled over the image, which this
+  architecture reads directly. It is small so that the leakage-versus-SSIM plot can train one per
+  harmonisation baseline on two shared CPU cores, and the utility check two more.
+* :func:`fit_predict_fourier` -- a linear probe (logistic regression) on the log-magnitude
+  Fourier spectrum. It has no convolution at all: it sees k-space, where apodisation filters,
+  zero-filled matrices and noise colour live. A generator that fools convolutional classifiers by
+  texture tricks but leaves the spectrum's envelope alone is caught here.
+
+Both train from scratch with a fixed seed and return test predictions, so the caller gets a
+confusion matrix and a confidence interval, not just a number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Fourier features are block-averaged to at most this many bins per axis (a 512x512 slice must
+#: not become 130k logistic-regression features).
+FOURIER_BINS = 32
+
+
+def _small_cnn(num_classes: int, image_size: int, width: int = 16):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((image_size, image_size, 1))
+    x = layers.Conv2D(width, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(width, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(2 * width, 3, padding="same", activation="relu")(x)
+    x = layers.Concatenate()([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="probe_cnn")
+
+
+def fit_predict_cnn(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    num_classes: int,
+    epochs: int = 6,
+    seed: int = 0,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+) -> np.ndarray:
+    """Train the small CNN on ``(x_train, y_train)`` from scratch; return class predictions for
+    ``x_test``. Images are [N, H, W, 1] in [-1, 1] (any H = W)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = _small_cnn(num_classes, int(x_train.shape[1]))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
+    model.fit(
+        np.asarray(x_train, np.float32),
+        np.asarray(y_train, np.int32),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=0,
+    )
+    probs = model.predict(np.asarray(x_test, np.float32), batch_size=256, verbose=0)
+    return np.argmax(probs, axis=-1)
+
+
+def fourier_features(images: np.ndarray, bins: int = FOURIER_BINS) -> np.ndarray:
+    """Fourier-magnitude features [N, H, W, 1] -> [N, F]: the coarse 2-D spectrum
+    (:func:`block_spectrum` at ``bins // 4`` per axis, anisotropic effects such as an acquired
+    matrix) and the radial log-power profile (:func:`radial_spectrum`, isotropic effects such as
+    apodisation and noise colour). Few features, so a probe fitted on a hundred slices does not
+    just memorise anatomy.
+
+    The magnitude discards phase, i.e. where the anatomy sits, and keeps how energy is spread
+    over spatial frequencies, which is what reconstruction filters and noise change.
+    """
+    return np.concatenate([block_spectrum(images, max(1, bins // 4)), radial_spectrum(images, bins)], axis=1)
+
+
+def radial_spectrum(images: np.ndarray, bins: int = FOURIER_BINS) -> np.ndarray:
+    """Mean log power per ring of spatial frequency, at most ``bins`` rings: [N, H, W, 1] -> [N, R]."""
+    x = np.asarray(images, np.float32)
+    if x.ndim == 4:
+        x = x[..., 0]
+    n, h, w = x.shape
+    power = np.log(np.abs(np.fft.fftshift(np.fft.fft2(x), axes=(1, 2))) ** 2 + 1e-6)
+    yy, xx = np.mgrid[:h, :w]
+    radius = np.hypot(yy - h // 2, xx - w // 2)
+    ring = np.minimum((radius / (radius.max() + 1e-9) * bins).astype(np.int64), bins - 1).ravel()
+    counts = np.bincount(ring, minlength=bins).astype(np.float64)
+    sums = np.stack([np.bincount(ring, p.ravel(), minlength=bins) for p in power])
+    return (sums / np.maximum(counts, 1))[:, counts > 0]
+
+
+def block_spectrum(images: np.ndarray, bins: int = FOURIER_BINS) -> np.ndarray:
+    """log(1 + |FFT2|) of each image, centred, folded onto its non-negative half-plane, and
+    block-averaged to at most ``bins`` x ``bins``: [N, H, W, 1] -> [N, F]."""
+    x = np.asarray(images, np.float32)
+    if x.ndim == 4:
+        x = x[..., 0]
+    spectrum = np.log1p(np.abs(np.fft.rfft2(x, axes=(1, 2))))  # [N, H, W//2+1]
+    spectrum = np.fft.fftshift(spectrum, axes=1)
+    n, h, w = spectrum.shape
+    fh, fw = max(1, -(-h // bins)), max(1, -(-w // bins))
+    ph, pw = (-h) % fh, (-w) % fw
+    spectrum = np.pad(spectrum, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    h2, w2 = spectrum.shape[1] // fh, spectrum.shape[2] // fw
+    return spectrum.reshape(n, h2, fh, w2, fw).mean(axis=(2, 4)).reshape(n, -1)
+
+
+def fit_predict_fourier(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0, c: float = 1.0
+) -> np.ndarray:
+    """Standardised Fourier-magnitude features + multinomial logistic regression; predictions
+    for ``x_test``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, random_state=seed))
+    model.fit(fourier_features(x_train), np.asarray(y_train).reshape(-1))
+    return model.predict(fourier_features(x_test))
