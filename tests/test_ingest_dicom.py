@@ -247,3 +247,16 @@ def test_nifti_4d_keeps_first_volume_and_any_orientation(tmp_path):
     ref = sitk.ReadImage(str(tmp_path / "v.nii.gz"))
     first = sitk.Extract(ref, [*ref.GetSize()[:3], 0], [0, 0, 0, 0])
     np.testing.assert_array_equal(array, sitk.GetArrayFromImage(D.reorient_axial(first)))
+
+
+def test_discovery_follows_folder_links_once_and_groups_by_series_uid(tmp_path):
+    a = write_series(tmp_path / "store" / "one", shape=(4, 32, 32), nested=True)
+    b = write_series(tmp_path / "store" / "two", shape=(3, 32, 32), study_uid=a["study_uid"])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "store")
+    (tmp_path / "store" / "loop").symlink_to(tmp_path / "store")  # a link cycle must not hang the walk
+    (tmp_path / "store" / ".hidden").write_text("ignored")
+    found = D.discover_series(tmp_path / "in")
+    assert {uid: len(s.files) for uid, s in found.series.items()} == {a["series_uid"]: 4, b["series_uid"]: 3}
+    assert found.n_files == 7 and not found.skipped
+    assert {"Doe^Jane", "19700101", "ACC12345", "PID-0001"} <= found.identifiers

@@ -341,6 +341,9 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path):
     assert proc.returncode == 2 and "not empty" in proc.stderr
     proc = _cli("preprocess", str(tmp_path / "in"), "--out", str(tmp_path / "d"), "--key-file", str(tmp_path / "d" / "k"))
     assert proc.returncode == 2 and "outside the dataset" in proc.stderr
+    proc = _cli("preprocess", str(tmp_path / "in"), "--out", str(tmp_path / "d"))
+    assert proc.returncode == 2 and "no DICOM file found" in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "d").exists() and not (tmp_path / "d.key").exists()
 
 
 def test_archive_without_usable_series_is_a_user_error(tmp_path):

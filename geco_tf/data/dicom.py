@@ -153,16 +153,28 @@ def quiet() -> Iterator[None]:
 
 
 def iter_files(root: str | os.PathLike) -> Iterator[str]:
-    """Every regular file under ``root`` in a stable order; hidden files and folders are ignored."""
+    """Every regular file under ``root`` in a stable order; hidden files and folders are ignored.
+
+    Symbolic links to folders are followed (archives are often assembled from links), each real
+    folder once, so a link loop cannot make the walk endless.
+    """
     root = Path(root)
     if root.is_file():
         yield str(root)
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith("."):
-                yield os.path.join(dirpath, name)
+                path = os.path.join(dirpath, name)
+                if os.path.isfile(path):
+                    yield path
 
 
 def _text(ds: Any, keyword: str) -> str:

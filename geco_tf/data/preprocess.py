@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -86,6 +87,8 @@ class Summary:
     n_slices: int = 0
     n_cropped: int = 0
     n_failed: int = 0
+    #: Largest peak RSS of a process that converted series in this run (a worker, or this process).
+    converter_peak_rss_mb: float = 0.0
     notes: Counter = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -147,7 +150,16 @@ def convert_job(job: Job, work_dir: str) -> dict[str, Any]:
     except Exception as exc:  # a bug or an input nobody foresaw: keep going, but say so
         record.update(status="failed", reason=f"internal error ({type(exc).__name__}: {D._first_line(exc)})")
     record["seconds"] = round(time.perf_counter() - started, 4)
+    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return record
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (what bounds a worker's footprint)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
 
 
 # --- the work area ---------------------------------------------------------------------------
@@ -325,7 +337,7 @@ def preprocess(
     if dicom_dir is not None and not source.is_dir():
         raise UserError(f"{source}: DICOM_DIR is not a directory" if source.exists() else f"{source}: DICOM_DIR does not exist")
     key_path = Path(key_file) if key_file is not None else P.default_key_path(out)
-    key, created = P.load_or_create_key(key_path, out)
+    key, created = P.load_or_create_key(key_path, out, write=False)
     scrubber = P.Scrubber(source if dicom_dir is not None else source.resolve().parent)
     say = (lambda msg: log(scrubber.scrub(msg, parts=False))) if log else (lambda msg: None)
     summary = Summary(out=str(out), key_file=str(key_path), key_created=created)
@@ -339,6 +351,11 @@ def preprocess(
         kind = "nifti"
     summary.seconds["find"] = round(time.perf_counter() - t0, 3)
     summary.n_series = len(jobs)
+    if not jobs and not skipped:
+        what = "no DICOM file" if kind == "dicom" else "no row"
+        raise UserError(f"{source}: {what} found ({summary.n_inputs} file(s) looked at)")
+    if created:
+        P.save_key(key_path, key)
     say(f"found {len(jobs)} series in {summary.n_inputs} input(s); {len(skipped)} left out before conversion")
 
     work = _open_work_area(out, key, kind)
@@ -369,6 +386,7 @@ def preprocess(
     t0 = time.perf_counter()
     _convert_all(todo, work, workers, progress, keep)
     summary.n_converted = len(todo)
+    summary.converter_peak_rss_mb = max((records[j.id].get("peak_rss_mb", 0.0) for j in todo), default=0.0)
     summary.seconds["convert"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()

@@ -37,11 +37,14 @@ def default_key_path(out_dir: str | os.PathLike) -> Path:
     return out.parent / f"{out.name}.key"
 
 
-def load_or_create_key(path: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[bytes, bool]:
+def load_or_create_key(
+    path: str | os.PathLike, out_dir: str | os.PathLike, write: bool = True
+) -> tuple[bytes, bool]:
     """Read the pseudonym key at ``path``, or create a random one there; return (key, created).
 
     Refuses a key path inside ``out_dir``: a key shipped with its dataset would undo the
-    pseudonyms.
+    pseudonyms. ``write=False`` makes a new key without saving it yet (see :func:`save_key`), so a
+    run that fails on its input leaves no key file behind.
     """
     path = Path(path)
     out = Path(out_dir).resolve()
@@ -60,13 +63,20 @@ def load_or_create_key(path: str | os.PathLike, out_dir: str | os.PathLike) -> t
             raise UserError(f"--key-file {path}: key too short (need at least 16 bytes, e.g. 32 hex pairs)")
         return key, False
     key = secrets.token_bytes(KEY_BYTES)
+    if write:
+        save_key(path, key)
+    return key, True
+
+
+def save_key(path: str | os.PathLike, key: bytes) -> None:
+    """Write ``key`` as hex to ``path``, readable by its owner only, atomically."""
+    path = Path(path)
     old_umask = os.umask(0o077)
     try:
         write_text_atomic(path, key.hex() + "\n")
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    return key, True
 
 
 def key_fingerprint(key: bytes) -> str:
