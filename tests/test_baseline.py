@@ -48,9 +48,11 @@ def legacy_file(tmp_path_factory):
 
 def test_from_scratch_run_directory_says_not_pretrained(tiny_data, tmp_path):
     run = tmp_path / "run"
-    metrics = run_baseline(tiny_data, run, epochs=2, batch_size=16, seed=1)
-    on_disk = json.loads((run / "metrics.json").read_text())
-    assert on_disk == metrics
+    result = _invoke(["--data", str(tiny_data), "--out", str(run), "--epochs", "2", "--batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert "not pretrained" in result.stderr and "from scratch" in result.stderr
+    assert "trained from scratch" in result.stdout and "test accuracy" in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
     for key in ("target", "classes", "n_test", "accuracy_original", "chance", "confusion_original", "pretrained"):
         assert key in metrics
     assert metrics["pretrained"] is False and metrics["chance"] == 0.25
