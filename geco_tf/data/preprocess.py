@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -288,6 +289,19 @@ def _convert_all(
                 progress("convert", 1, total)
         return
     # spawn, not fork: the parent may hold TensorFlow's threads; a worker needs only numpy/ITK/pydicom
+    try:
+        _convert_in_pool(jobs, work, workers, progress, on_record)
+    except BrokenProcessPool:
+        raise RuntimeError(
+            "a worker process died (killed, or out of memory: try fewer --workers); "
+            "run the same command again to resume, converted series are kept"
+        ) from None
+
+
+def _convert_in_pool(
+    jobs: list[Job], work: Path, workers: int, progress: Progress | None, on_record: Callable[[Job, dict], None]
+) -> None:
+    total = len(jobs)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         pending = {}
         queue = iter(jobs)

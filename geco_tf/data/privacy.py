@@ -29,6 +29,7 @@ KEY_BYTES = 32
 #: A DICOM UID (or any dotted OID-like number with four or more parts, e.g. in a folder name).
 UID_PATTERN = re.compile(r"(?<![\d.])\d+(?:\.\d+){3,}")
 REDACTED = "[redacted]"
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 def default_key_path(out_dir: str | os.PathLike) -> Path:
@@ -100,46 +101,52 @@ class Scrubber:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = str(Path(root).resolve()) if root is not None else None
-        self._values: set[str] = set()
-        self._parts: set[str] = set()
-        self._patterns: dict[bool, re.Pattern[str]] = {}
+        self._single: set[str] = set()  # whole values that are one word, lower case
+        self._multi: dict[str, set[str]] = {}  # first word -> whole values of several words
+        self._parts: set[str] = set()  # single name components, lower case
+
+    def _register(self, value: str) -> None:
+        words = _WORD.findall(value)
+        if len(words) == 1 and words[0] == value:
+            self._single.add(value)
+        elif words:
+            self._multi.setdefault(words[0], set()).add(value)
 
     def add(self, values: Iterable[object]) -> None:
         """Register identifying values; names are also registered per component."""
-        before = len(self._values), len(self._parts)
         for value in values:
             if value is None:
                 continue
-            text = str(value).strip()
+            text = str(value).strip().lower()
             if not text:
                 continue
-            self._values.add(text)
+            self._register(text)
             parts = [p for p in re.split(r"[\^\s,=]+", text) if p]
             if len(parts) > 1:
                 self._parts.update(p for p in parts if len(p) >= 2)
-                self._values.add(" ".join(parts))
+                self._register(" ".join(parts))
             if re.fullmatch(r"\d{8}", text):  # a DA date: also its ISO spelling
-                self._values.add(f"{text[:4]}-{text[4:6]}-{text[6:]}")
-        if (len(self._values), len(self._parts)) != before:
-            self._patterns = {}
+                self._register(f"{text[:4]}-{text[4:6]}-{text[6:]}")
 
     def scrub(self, text: object, parts: bool = True) -> str:
         """``text`` with the root made relative, UIDs and registered identifiers redacted.
 
         ``parts=True`` also redacts single name components ("Jane" of "Doe^Jane"): right for
         paths, which exports build from names; messages use ``parts=False``, because a
-        component may be an ordinary word ("R3.2.2 Enhanced Dicom Phantom").
+        component may be an ordinary word ("R3.2.2 Enhanced Dicom Phantom"). Matching is
+        case-insensitive and at word edges only; values are looked up by word, so the cost does
+        not grow with the number of patients registered.
         """
         out = str(text)
         if self.root:
             out = out.replace(self.root + os.sep, "").replace(self.root, ".")
         out = UID_PATTERN.sub(REDACTED, out)
-        values = self._values | self._parts if parts else self._values
-        if values:
-            pattern = self._patterns.get(parts)
-            if pattern is None:
-                body = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-                pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9])", re.IGNORECASE)
-                self._patterns[parts] = pattern
-            out = pattern.sub(REDACTED, out)
+        lower = out.lower()
+        words = set(_WORD.findall(lower))
+        hits = {w for w in words if w in self._single or (parts and w in self._parts)}
+        for word in words:
+            hits.update(v for v in self._multi.get(word, ()) if v in lower)
+        if hits:
+            body = "|".join(re.escape(v) for v in sorted(hits, key=len, reverse=True))
+            out = re.sub(rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9])", REDACTED, out, flags=re.IGNORECASE)
         return out
