@@ -104,6 +104,18 @@ def _resolve_data(run_dir: Path, config: dict, data_dir: str | os.PathLike | Non
     return open_dataset(path)
 
 
+def _load_baseline(baseline_dir: Path):
+    """``BASELINE/baseline.keras`` through the baseline's own loader (it registers the
+    DeepDicomSort input adapter), falling back to plain loading."""
+    if not (baseline_dir / "baseline.keras").is_file():
+        raise UserError(f"{baseline_dir}: no baseline.keras (not a `geco-tf baseline` run directory)")
+    try:
+        from geco_tf.training.baseline import load_baseline
+    except ImportError:
+        return _load_model(baseline_dir / "baseline.keras", "baseline classifier")
+    return load_baseline(baseline_dir)
+
+
 def _generate(generator, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """G(X) in batches, inference mode."""
     out = [np.asarray(generator(images[i : i + batch_size], training=False)) for i in range(0, len(images), batch_size)]
@@ -260,6 +272,10 @@ def evaluate_run(
     from geco_tf.evaluation.utility import UTILITY_LABELS, choose_utility_label, pooled_labels, utility_retained
 
     say = progress or (lambda stage: None)
+    import logging
+
+    # Each probe is a fresh Keras model, so tf.function retraces by design; the warning is noise.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run directory does not exist")
@@ -304,7 +320,7 @@ def evaluate_run(
 
     say("baseline")
     if baseline_dir is not None:
-        baseline = _load_model(Path(baseline_dir) / "baseline.keras", "baseline classifier")
+        baseline = _load_baseline(Path(baseline_dir))
         original = accuracy_ci(y_test, _predict(baseline, x_test))
         original_source = f"baseline classifier {Path(baseline_dir) / 'baseline.keras'} on original test images"
     else:
@@ -525,8 +541,7 @@ def headline_rows(m: dict) -> list[tuple[str, str, str]]:
     ci = m.get("ci95", {})
     u = m.get("utility", {})
     return [
-        ("target", f"{m['target']} ({len(m['classes'])} classes, chance {m['chance']:.3f})", ""),
-        ("test slices", str(m["n_test"]), ""),
+        ("chance (1 / classes)", _fmt(m["chance"]), ""),
         ("accuracy_original (baseline, originals)", _fmt(m["accuracy_original"]), _ci(ci.get("accuracy_original"))),
         ("accuracy_cotrained (GECO's classifier, G(X))", _fmt(m["accuracy_cotrained"]), _ci(ci.get("accuracy_cotrained"))),
         ("accuracy_audit (fresh DDS-style, G(X))", _fmt(m["accuracy_audit"]), _ci(ci.get("accuracy_audit"))),
@@ -544,7 +559,12 @@ def headline_table(m: dict) -> str:
     rows = headline_rows(m)
     w1 = max(len(r[0]) for r in rows)
     w2 = max(len(r[1]) for r in rows)
-    lines = [f"{'metric':<{w1}}  {'value':>{w2}}  95% CI", "-" * (w1 + w2 + 16)]
+    lines = [
+        f"GECO evaluation: target {m['target']} ({len(m['classes'])} classes), test split {m['n_test']} slices",
+        "",
+        f"{'metric':<{w1}}  {'value':>{w2}}  95% CI",
+        "-" * (w1 + w2 + 16),
+    ]
     lines += [f"{a:<{w1}}  {b:>{w2}}  {c}" for a, b, c in rows]
     lines.append("")
     lines.append(f"VERDICT: {m['verdict']['text']}")
