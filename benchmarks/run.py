@@ -59,6 +59,27 @@ INFER_SIZE, INFER_SLICES = 512, 32
 #: Threads: one op at a time, both cores inside it (see README: two inter-op threads on two
 #: cores make two convolutions fight over the same cores).
 INTER_OP_THREADS = 1
+#: Every key a results.json must hold (section -> keys); ``missing_keys`` checks it.
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "machine": ("cpu", "logical_cores", "ram_bytes", "gpu", "tensorflow", "load_average_start", "load_average_end"),
+    "peak": ("conv", "matmul"),
+    "flops": ("convention",),
+    "training": (),
+    "profile": ("size", "compute_share", "by_type", "by_scope", "trace_dir"),
+    "pipeline": ("sizes",),
+    "inference": tuple(f"{m}_batch{b}" for m in ("keras", "saved_model", "tflite") for b in (1, 16)),
+    "preprocessing": ("status", "summary", "per_series", "whole_preprocess"),
+    "memory": ("points", "fit", "largest_batch_in_16GiB", "peak_rss_batch8_bytes"),
+    "targets": (),
+}
+TRAINING_ROW_KEYS = (
+    "size", "batch", "precision", "xla", "images_per_s", "gflop_per_image", "achieved_gflops",
+    "fraction_of_conv_peak", "cpu_seconds_per_image", "peak_rss_bytes",
+)
+PIPELINE_KEYS = (
+    "tfdata_uncached", "tfdata_cached", "dds_nifti_loader", "step_consumption_images_per_s",
+    "ratio_tfdata_to_step", "ratio_tfdata_to_dds_loader",
+)
 TARGETS = {"train_fraction_of_conv_peak_256": 0.5, "pipeline_vs_step": 10.0, "pipeline_vs_dds_loader": 10.0}
 
 
@@ -614,19 +635,35 @@ def memory_section(size: int, batches: tuple[int, ...], training: list[dict], qu
         "what": "peak RSS (ru_maxrss) of a process that builds the default GECO model and runs train_step, float32, XLA off",
         "points": [{"batch": b, "peak_rss_bytes": r} for b, r in points],
     }
-    if len(points) >= 2:
-        n = len(points)
-        mx = sum(b for b, _ in points) / n
-        my = sum(r for _, r in points) / n
-        slope = sum((b - mx) * (r - my) for b, r in points) / sum((b - mx) ** 2 for b, _ in points)
-        intercept = my - slope * mx
+    fit = linear_fit(points)
+    if fit is not None:
+        intercept, slope = fit
         out["fit"] = {"intercept_bytes": intercept, "bytes_per_image": slope}
         out["limit_bytes"] = MEMORY_LIMIT_BYTES
-        out["largest_batch_in_16GiB"] = int((MEMORY_LIMIT_BYTES - intercept) // slope) if slope > 0 else None
+        out["largest_batch_in_16GiB"] = largest_batch(intercept, slope, MEMORY_LIMIT_BYTES)
         out["method"] = "linear extrapolation of measured peak RSS over batch size"
     rss8 = next((r for b, r in points if b == 8), None)
     out["peak_rss_batch8_bytes"] = rss8
     return out
+
+
+def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares ``y = a + b x`` through ``(x, y)`` points; None with fewer than 2 distinct x."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    return my - slope * mx, slope
+
+
+def largest_batch(intercept: float, slope: float, limit: float) -> int | None:
+    """Largest integer batch with ``intercept + slope * batch <= limit`` (None if RSS does not
+    grow with batch, i.e. the fit says nothing)."""
+    if slope <= 0:
+        return None
+    return max(0, int(math.floor((limit - intercept) / slope + 1e-9)))  # exact at integer boundaries
 
 
 # ------------------------------------------------------------------------------------------
@@ -767,6 +804,29 @@ def run(quick: bool = False, out_path: Path | None = None, work: Path | None = N
     if own_tmp is not None:
         own_tmp.cleanup()
     return results
+
+
+def missing_keys(results: dict) -> list[str]:
+    """Keys of :data:`REQUIRED_KEYS` (and of every float32 training row, pipeline size and
+    target) absent from ``results``: an empty list means the run reported every figure."""
+    missing = [f"{sec}" for sec in REQUIRED_KEYS if sec not in results]
+    for sec, keys in REQUIRED_KEYS.items():
+        if isinstance(results.get(sec), dict):
+            missing += [f"{sec}.{k}" for k in keys if k not in results[sec]]
+    rows = [r for r in results.get("training", []) if r.get("precision") == "float32"]
+    if not rows:
+        missing.append("training[float32]")
+    if {r.get("xla") for r in rows} != {True, False}:
+        missing.append("training[xla on and off]")
+    for r in rows:
+        missing += [f"training[{r.get('size')},{r.get('xla')}].{k}" for k in TRAINING_ROW_KEYS if k not in r]
+    if not any(r.get("precision") == "mixed_float16" for r in results.get("training", [])):
+        missing.append("training[mixed_float16]")
+    for size, p in results.get("pipeline", {}).get("sizes", {}).items():
+        missing += [f"pipeline.sizes.{size}.{k}" for k in PIPELINE_KEYS if k not in p]
+    names = {t["name"] for t in results.get("targets", [])}
+    missing += [f"targets.{n}" for n in TARGETS if n not in names]
+    return missing
 
 
 def targets(results: dict, size: int) -> list[dict]:
