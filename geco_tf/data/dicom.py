@@ -152,20 +152,22 @@ def quiet() -> Iterator[None]:
 # --- discovery -----------------------------------------------------------------------------
 
 
-def iter_files(root: str | os.PathLike) -> Iterator[str]:
+def iter_files(root: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = ()) -> Iterator[str]:
     """Every regular file under ``root`` in a stable order; hidden files and folders are ignored.
 
     Symbolic links to folders are followed (archives are often assembled from links), each real
-    folder once, so a link loop cannot make the walk endless.
+    folder once, so a link loop cannot make the walk endless. ``exclude`` lists paths never to
+    enter (the output dataset and its key, when written inside the input tree).
     """
     root = Path(root)
+    skip = {os.path.realpath(p) for p in exclude}
     if root.is_file():
         yield str(root)
         return
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen:
+        if real in seen or real in skip:
             dirnames[:] = []
             continue
         seen.add(real)
@@ -173,7 +175,7 @@ def iter_files(root: str | os.PathLike) -> Iterator[str]:
         for name in sorted(filenames):
             if not name.startswith("."):
                 path = os.path.join(dirpath, name)
-                if os.path.isfile(path):
+                if os.path.isfile(path) and os.path.realpath(path) not in skip:
                     yield path
 
 
@@ -189,7 +191,11 @@ def _text(ds: Any, keyword: str) -> str:
     return str(value).strip()
 
 
-def discover_series(root: str | os.PathLike, progress: Callable[[int], None] | None = None) -> Discovery:
+def discover_series(
+    root: str | os.PathLike,
+    progress: Callable[[int], None] | None = None,
+    exclude: tuple[str | os.PathLike, ...] = (),
+) -> Discovery:
     """Group every DICOM file under ``root`` by Series Instance UID, reading headers only.
 
     Files that are not DICOM, unreadable or carry no series UID are listed in ``skipped`` with a
@@ -204,7 +210,7 @@ def discover_series(root: str | os.PathLike, progress: Callable[[int], None] | N
     identifiers: set[str] = set()
     n_files = 0
     with quiet():
-        for path in iter_files(root):
+        for path in iter_files(root, exclude):
             n_files += 1
             if progress is not None:
                 progress(1)

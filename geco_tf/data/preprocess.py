@@ -219,11 +219,20 @@ def _common_folder(files: list[str]) -> str:
 
 
 def dicom_jobs(
-    root: Path, key: bytes, scrubber: P.Scrubber, progress: Progress | None = None
+    root: Path,
+    key: bytes,
+    scrubber: P.Scrubber,
+    progress: Progress | None = None,
+    exclude: tuple[str | os.PathLike, ...] = (),
 ) -> tuple[list[Job], list[tuple[str, str]], int]:
-    """Discover the series under ``root``; return jobs, (path, reason) skips and the file count."""
-    total = sum(1 for _ in D.iter_files(root))
-    found = D.discover_series(root, progress=(lambda n: progress("find", n, total)) if progress else None)
+    """Discover the series under ``root``; return jobs, (path, reason) skips and the file count.
+
+    ``exclude``: paths not to read (our own output, when it lies inside the input tree).
+    """
+    total = sum(1 for _ in D.iter_files(root, exclude))
+    found = D.discover_series(
+        root, progress=(lambda n: progress("find", n, total)) if progress else None, exclude=exclude
+    )
     scrubber.add(found.identifiers)
     jobs: list[Job] = []
     skipped = list(found.skipped)
@@ -358,7 +367,7 @@ def preprocess(
 
     t0 = time.perf_counter()
     if dicom_dir is not None:
-        jobs, skipped, summary.n_inputs = dicom_jobs(source, key, scrubber, progress)
+        jobs, skipped, summary.n_inputs = dicom_jobs(source, key, scrubber, progress, exclude=(out, key_path))
         kind = "dicom"
     else:
         jobs, skipped, summary.n_inputs = nifti_jobs(source, key, scrubber)
