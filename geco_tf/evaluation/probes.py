@@ -87,12 +87,13 @@ def radial_spectrum(images: np.ndarray, bins: int = FOURIER_BINS) -> np.ndarray:
     if x.ndim == 4:
         x = x[..., 0]
     n, h, w = x.shape
-    power = np.log(np.abs(np.fft.fftshift(np.fft.fft2(x), axes=(1, 2))) ** 2 + 1e-6)
+    power = np.log(np.abs(np.fft.fftshift(np.fft.fft2(x), axes=(1, 2))) ** 2 + 1e-6)  # [N, H, W]
     yy, xx = np.mgrid[:h, :w]
     radius = np.hypot(yy - h // 2, xx - w // 2)
     ring = np.minimum((radius / (radius.max() + 1e-9) * bins).astype(np.int64), bins - 1).ravel()
-    counts = np.bincount(ring, minlength=bins).astype(np.float64)
-    sums = np.stack([np.bincount(ring, p.ravel(), minlength=bins) for p in power])
+    rings = np.eye(bins, dtype=np.float32)[ring]  # [H*W, R] one-hot: one matrix product below
+    counts = rings.sum(axis=0)
+    sums = power.reshape(n, -1).astype(np.float32) @ rings
     return (sums / np.maximum(counts, 1))[:, counts > 0]
 
 
@@ -116,11 +117,42 @@ def fit_predict_fourier(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0, c: float = 1.0
 ) -> np.ndarray:
     """Standardised Fourier-magnitude features + multinomial logistic regression; predictions
-    for ``x_test``."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    for ``x_test``. (``seed`` is accepted for symmetry with the CNN: the fit is deterministic.)"""
+    f_train, f_test = fourier_features(x_train), fourier_features(x_test)
+    mean, std = f_train.mean(axis=0), f_train.std(axis=0) + 1e-8
+    y = np.asarray(y_train).reshape(-1).astype(np.int64)
+    weights = fit_logistic((f_train - mean) / std, y, int(y.max()) + 1, c=c)
+    return predict_logistic(weights, (f_test - mean) / std)
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, random_state=seed))
-    model.fit(fourier_features(x_train), np.asarray(y_train).reshape(-1))
-    return model.predict(fourier_features(x_test))
+
+def fit_logistic(features: np.ndarray, labels: np.ndarray, num_classes: int, c: float = 1.0) -> np.ndarray:
+    """Multinomial logistic regression with an L2 penalty ``1 / (2c) |W|^2`` (bias unpenalised),
+    fitted by L-BFGS on the exact gradient. Returns W [F + 1, C] (last row the bias).
+
+    Written on scipy rather than taken from scikit-learn to keep the package's dependencies to
+    those it already has; it is the same objective as sklearn's ``LogisticRegression(C=c)``.
+    """
+    from scipy.optimize import minimize
+
+    x = np.concatenate([features, np.ones((len(features), 1))], axis=1).astype(np.float64)
+    onehot = np.eye(num_classes)[labels]
+    penalty = np.ones((x.shape[1], 1))
+    penalty[-1] = 0.0
+
+    def loss_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        w = flat.reshape(x.shape[1], num_classes)
+        logits = x @ w
+        logits -= logits.max(axis=1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        loss = -(onehot * log_p).sum() + 0.5 / c * ((w**2) * penalty).sum()
+        grad = x.T @ (np.exp(log_p) - onehot) + (w * penalty) / c
+        return float(loss), grad.ravel()
+
+    start = np.zeros(x.shape[1] * num_classes)
+    result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    return result.x.reshape(x.shape[1], num_classes)
+
+
+def predict_logistic(weights: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Class predictions of :func:`fit_logistic` weights."""
+    return np.argmax(features @ weights[:-1] + weights[-1], axis=1)

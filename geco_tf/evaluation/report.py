@@ -590,8 +590,9 @@ td:first-child,th:first-child{text-align:left} th{background:#f3f3f3}
 .verdict{font-size:1.15em;font-weight:600;padding:.8em 1em;border-radius:6px;margin:1em 0}
 .SURVIVES{background:#fde2e1;border:2px solid #c0392b} .REMOVED{background:#e1f5e4;border:2px solid #2e8b57}
 .INCONCLUSIVE,.REMOVED-LOW-FIDELITY{background:#fff4d6;border:2px solid #d4a017}
-.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start} .figs figure{margin:0}
-img{max-width:100%;border:1px solid #eee} figcaption{font-size:.85em;color:#555;max-width:520px}
+.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start} .figs figure{margin:0;flex:1 1 320px;max-width:560px}
+.figs.wide figure{max-width:100%;flex-basis:100%}
+img{max-width:100%;height:auto;border:1px solid #eee} figcaption{font-size:.85em;color:#555}
 .note{font-size:.9em;color:#444}
 """
 
