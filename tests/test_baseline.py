@@ -114,8 +114,14 @@ def _invoke(args):
     return CliRunner().invoke(cli, ["baseline", *args])
 
 
-def test_cli_refuses_bad_weights_with_one_line(tiny_data, tmp_path):
+def test_cli_refuses_bad_weights_with_one_line(tiny_data, legacy_file, tmp_path):
     base = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    truncated = tmp_path / "truncated.hdf5"
+    truncated.write_bytes(legacy_file[0].read_bytes()[:1_000_000])
+    result = _invoke([*base, "--dds-weights", str(truncated)])
+    assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0
+    assert "truncated" in result.stderr
+
     text = tmp_path / "weights.hdf5"
     text.write_text("hello")
     result = _invoke([*base, "--dds-weights", str(text)])

@@ -311,16 +311,6 @@ def load_backbone(backbone: ConvBackbone, weights: DDSWeights) -> None:
     _apply(plan)
 
 
-def load_dense(dense: layers.Dense, source: LegacyLayer, drop_tag_rows: int = 0) -> None:
-    """Copy one dense layer; ``drop_tag_rows`` drops the last kernel rows (the DICOM-tag inputs,
-    concatenated after the image features), which is exact for a tag value of 0."""
-    kernel = source.weights["kernel"]
-    if drop_tag_rows:
-        kernel = kernel[:-drop_tag_rows]
-    trimmed = LegacyLayer(source.name, source.kind, {"kernel": kernel, "bias": source.weights["bias"]})
-    _apply([(dense, "kernel", trimmed, "kernel"), (dense, "bias", trimmed, "bias")])
-
-
 def _apply(plan: list[tuple[layers.Layer, str, LegacyLayer, str]]) -> None:
     """Assign (layer, attribute) <- (file layer, weight) pairs, all checked before any is assigned."""
     for layer, attr, source, weight in plan:
