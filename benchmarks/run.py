@@ -55,6 +55,7 @@ MEMORY_SIZE, MEMORY_BATCHES = 512, (2, 4, 8)
 QUICK_MEMORY_SIZE, QUICK_MEMORY_BATCHES = 32, (1, 2)
 MEMORY_LIMIT_BYTES = 16 * 1024**3
 TARGET_SIZE = 256
+PROFILE_STEPS = 2
 INFER_SIZE, INFER_SLICES = 512, 32
 #: Threads: one op at a time, both cores inside it (see README: two inter-op threads on two
 #: cores make two convolutions fight over the same cores).
@@ -194,7 +195,7 @@ def train_worker(
     if profile_dir:
         from opprofile import summarise, trace
 
-        xplane = trace(run_once, profile_dir, steps=2)
+        xplane = trace(run_once, profile_dir, steps=PROFILE_STEPS)
         result["profile"] = {"trace_dir": str(profile_dir), **summarise(xplane)}
     return result
 
@@ -706,6 +707,11 @@ def format_table(results: dict) -> str:
             f"\nprofile ({prof.get('size')} px step, XLA off): convolutions/matmuls {100 * prof['compute_share']:.0f}% "
             f"of op time; top ops: {top}"
         )
+        if prof.get("conv_ops_gflops"):
+            lines.append(
+                f"  inside the trace: convolution/matmul ops run at {prof['conv_ops_gflops']:.0f} GFLOP/s, "
+                f"the whole step at {prof['all_ops_gflops']:.0f} GFLOP/s of op time"
+            )
     lines.append("")
     lines.append("| input pipeline | tf.data uncached img/s | cached img/s | DDS NIfTI loader img/s | step img/s | tf.data / step | tf.data / DDS |")
     lines.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -784,6 +790,16 @@ def run(quick: bool = False, out_path: Path | None = None, work: Path | None = N
     prof_size = plan[0][0] if quick else TARGET_SIZE
     prof_row = next((r for r in results["training"] if r.get("size") == prof_size and "profile" in r), None)
     results["profile"] = {"size": prof_size, **(prof_row.pop("profile") if prof_row else {"compute_share": None})}
+    if prof_row and results["profile"].get("total_ms"):
+        # All counted FLOPs are in convolutions/matmuls: their rate inside the step says whether
+        # the convolutions themselves are slow or the time goes elsewhere.
+        prof = results["profile"]
+        traced_flops = PROFILE_STEPS * prof_row["batch"] * results["flops"][str(prof_size)]["step"]
+        compute_s = prof["compute_share"] * prof["total_ms"] / 1e3
+        prof["steps"] = PROFILE_STEPS
+        prof["batch"] = prof_row["batch"]
+        prof["conv_ops_gflops"] = traced_flops / compute_s / 1e9 if compute_s else None
+        prof["all_ops_gflops"] = traced_flops / (prof["total_ms"] / 1e3) / 1e9
     pipe_sizes = (32,) if quick else (64, 256)
     results["pipeline"] = pipeline_section(work, pipe_sizes, quick, results["training"])
     results["inference"] = inference_section(work, 64 if quick else INFER_SIZE, 2 if quick else INFER_SLICES)
