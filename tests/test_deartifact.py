@@ -443,3 +443,40 @@ def test_cli_user_errors_are_one_line(run_dir, tmp_path):
     with pytest.raises(UserError, match="input directory"):
         plan(tmp_path / "empty", tmp_path / "empty")
     assert Summary().done == []
+
+
+@pytest.mark.benchmark
+def test_benchmark_512x512x150_volume(tmp_path):
+    """docs/results.md: time to de-artifact one 512x512x150 int16 NIfTI volume with the default
+    UNetGenerator() (random weights: the time does not depend on them), through the Keras run
+    directory and through the exported SavedModel.
+    Run: python -m pytest -m benchmark tests/test_deartifact.py -s"""
+    import time
+
+    import keras
+
+    from geco_tf.export.saved_model import export_saved_model
+    from geco_tf.models.generators import UNetGenerator
+
+    run = tmp_path / "run"
+    run.mkdir()
+    keras.utils.set_random_seed(0)
+    generator = UNetGenerator()
+    generator(np.zeros((1, 64, 64, 1), np.float32))
+    generator.save(run / "generator.keras")
+    export_saved_model(run, tmp_path / "sm")
+    rng = np.random.default_rng(0)
+    volume = rng.gamma(2.0, 60.0, (512, 512, 150)).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.diag([0.5, 0.5, 1.0, 1.0])), tmp_path / "vol.nii.gz")
+    report = {"cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()}
+    for label, model in (("keras run dir", run), ("SavedModel", tmp_path / "sm")):
+        for batch in (4,):
+            start = time.perf_counter()
+            summary = deartifact_path(
+                model, tmp_path / "vol.nii.gz", tmp_path / f"out-{label[:5]}.nii.gz", batch_size=batch
+            )
+            total = time.perf_counter() - start
+            report[f"{label}, batch {batch}: total s (incl. model load, read, write)"] = round(total, 1)
+            report[f"{label}, batch {batch}: slices"] = summary.done[0].images
+    report["load_average_after"] = os.getloadavg()
+    print(json.dumps(report, indent=1))

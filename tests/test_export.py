@@ -183,6 +183,10 @@ def test_tflite_float32_and_dynamic_match_keras(run_dir, generator, tmp_path):
     assert out.shape == x64.shape and np.isfinite(out).all()
     assert gen_units(out - ref64, half64).max() < 0.2  # int8 weights: close, not exact
 
+    half_size = export_tflite(run_dir, tmp_path / "geco-f16.tflite", quantize="float16")
+    assert half_size.stat().st_size < path.stat().st_size  # (half the size for the default U-Net)
+    assert gen_units(run_tflite(half_size, x) - ref, half).max() < 1e-2
+
 
 def test_export_cli(run_dir, tmp_path):
     from click.testing import CliRunner
@@ -258,3 +262,59 @@ def test_float16_policy_generator_is_exported_in_float32(tmp_path):
     x = raw_slices((1, 16, 16))[..., 0][..., None] / 1000.0
     out = g32(x)
     assert out.dtype == tf.float32
+
+
+@pytest.mark.benchmark
+def test_benchmark_parity_default_generator(tmp_path):
+    """docs/results.md: parity of the SavedModel (fresh process) and TFLite files for the default
+    UNetGenerator() (depth 3, base 16, random weights: parity does not depend on training).
+    Run: python -m pytest -m benchmark tests/test_export.py -s"""
+    import time
+
+    from geco_tf.export.tflite import export_tflite, run_tflite
+
+    run = tmp_path / "run"
+    run.mkdir()
+    generator = UNetGenerator()
+    generator(np.zeros((1, 64, 64, 1), np.float32))
+    generator.save(run / "generator.keras")
+    (run / "config.json").write_text(json.dumps({"image_size": 64}))
+    export_saved_model(run, tmp_path / "sm")
+    from geco_tf.export.load import load_generator
+
+    keras_generator = load_generator(run)
+    report = {}
+    for shape in [(4, 200, 232), (2, 512, 512)]:
+        x = raw_slices(shape, seed=shape[1])
+        np.save(tmp_path / "x.npy", x)
+        script = (
+            "import numpy as np, tensorflow as tf;"
+            f"f = tf.saved_model.load({str(tmp_path / 'sm' / '1')!r}).signatures['serving_default'];"
+            f"np.save({str(tmp_path / 'y.npy')!r}, f(images=tf.constant(np.load({str(tmp_path / 'x.npy')!r})))['deartifacted'].numpy())"
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=600)
+        ref, _, half = reference_deartifact(keras_generator, x)
+        y = np.load(tmp_path / "y.npy")
+        report[f"saved_model {shape[1]}x{shape[2]} (generator units)"] = float(gen_units(y - ref, half).max())
+        report[f"saved_model {shape[1]}x{shape[2]} (raw units, range ~0-2000)"] = float(np.abs(y - ref).max())
+    for size, quantize in [
+        (64, None),
+        (64, "float16"),
+        (64, "dynamic"),
+        (512, None),
+        (512, "float16"),
+        (512, "dynamic"),
+    ]:
+        path = export_tflite(run, tmp_path / f"g{size}{quantize}.tflite", size=size, quantize=quantize)
+        x = raw_slices((2, size, size), seed=size)
+        ref, _, half = reference_deartifact(keras_generator, x)
+        start = time.perf_counter()
+        y = run_tflite(path, x)
+        seconds = (time.perf_counter() - start) / len(x)
+        key = f"tflite {size}x{size} {quantize or 'float32'}"
+        report[key + " (generator units)"] = float(gen_units(y - ref, half).max())
+        report[key + " bytes"] = path.stat().st_size
+        report[key + " s/slice"] = round(seconds, 3)
+    print(json.dumps(report, indent=1))
+    assert report["saved_model 200x232 (generator units)"] < 1e-5
+    assert report["tflite 64x64 float32 (generator units)"] < 1e-3

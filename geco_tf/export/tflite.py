@@ -3,7 +3,9 @@
 LiteRT runs best with static shapes, so the file takes ``[1, size, size, 1]`` float32 raw
 slices (``size`` defaults to the training size in ``RUN/config.json``) and returns the same
 shape in the same units. ``quantize="dynamic"`` stores weights as int8 (dynamic-range
-quantization): about 4x smaller, activations still float32, at some cost in parity.
+quantization): about 4x smaller, but the int8 kernels also quantize activations on the fly,
+which costs visible accuracy (docs/results.md). ``quantize="float16"`` stores weights as
+float16 (2x smaller) and computes in float32: parity stays near the float32 file.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from geco_tf.errors import UserError
 from geco_tf.export.saved_model import INPUT_NAME, OUTPUT_NAME, raw_to_raw
 from geco_tf.io import atomic_path
 
-QUANTIZE_CHOICES = ("dynamic",)
+QUANTIZE_CHOICES = ("dynamic", "float16")
 
 
 class _FixedSizeModule(tf.Module):
@@ -39,7 +41,8 @@ def export_tflite(
     """Write a LiteRT flatbuffer taking ``[1, size, size, 1]`` raw slices; returns its path.
 
     ``run_or_generator`` is a run directory, a ``.keras`` file or a Keras generator; ``size``
-    defaults to the run's training size (64 if unknown); ``quantize`` is None or "dynamic".
+    defaults to the run's training size (64 if unknown); ``quantize`` is None, "dynamic" or
+    "float16".
     """
     from geco_tf.export.load import DEFAULT_IMAGE_SIZE, load_generator, training_image_size
 
@@ -62,8 +65,10 @@ def export_tflite(
     # uninitialised: NaN outputs or a READ_VARIABLE failure.)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize == "dynamic":
+    if quantize in QUANTIZE_CHOICES:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
     flatbuffer = converter.convert()
     with atomic_path(path, suffix=path.suffix) as tmp:
         tmp.write_bytes(flatbuffer)
