@@ -333,8 +333,10 @@ def deartifact_path(
     jobs, skipped = plan(input_path, output)
     fn, description = load_deartifactor(model)
     summary = Summary(skipped=list(skipped))
+    # Only the model's name goes into DICOM headers, never a path from the user's machine.
+    model_name = Path(model).name if isinstance(model, (str, os.PathLike)) else description.split(" ")[0]
     run_jobs(
-        fn, jobs, strip_vendor_tags=strip_vendor_tags, model_name=description, batch_size=batch_size, summary=summary
+        fn, jobs, strip_vendor_tags=strip_vendor_tags, model_name=model_name, batch_size=batch_size, summary=summary
     )
     finish(summary, input_path, output)
     return summary

@@ -10,7 +10,10 @@ float16 (2x smaller) and computes in float32: parity stays near the float32 file
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,26 @@ class _FixedSizeModule(tf.Module):
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         return {OUTPUT_NAME: raw_to_raw(self.generator, images)}
+
+
+@contextlib.contextmanager
+def _builtin_equivalents() -> Iterator[None]:
+    """While tracing, express TF ops that LiteRT has no builtin kernel for through ones it has.
+
+    ``tf.math.atanh`` (used by ``UNetGenerator(input_skip=True)``) has no TFLite builtin and
+    would need the Flex delegate, which the LiteRT wheel does not ship; ``0.5 * log((1 + x) /
+    (1 - x))`` is the same function from builtins (LOG, DIV). Scoped to tracing and undone after.
+    """
+    original = tf.math.atanh
+
+    def atanh(x, name=None):  # noqa: ARG001 - same signature as tf.math.atanh
+        return 0.5 * tf.math.log((1.0 + x) / (1.0 - x))
+
+    tf.math.atanh = atanh
+    try:
+        yield
+    finally:
+        tf.math.atanh = original
 
 
 def export_tflite(
@@ -59,7 +82,8 @@ def export_tflite(
     if path.is_dir():
         raise UserError(f"--tflite: {path} is a directory; give a file name such as geco.tflite")
     module = _FixedSizeModule(load_generator(run_or_generator), int(size))
-    concrete = module.serve.get_concrete_function()
+    with _builtin_equivalents():
+        concrete = module.serve.get_concrete_function()
     # No trackable object: the converter then freezes the captured weights into constants.
     # (Given the module it keeps them as resource variables, and the interpreter reads them
     # uninitialised: NaN outputs or a READ_VARIABLE failure.)
@@ -69,7 +93,13 @@ def export_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    flatbuffer = converter.convert()
+    try:
+        flatbuffer = converter.convert()
+    except Exception as exc:  # an op with no LiteRT builtin: say which, without the MLIR dump
+        ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", str(exc))))
+        if not ops:
+            raise
+        raise UserError(f"--tflite: the generator uses TF ops with no LiteRT builtin: {', '.join(ops)}") from None
     with atomic_path(path, suffix=path.suffix) as tmp:
         tmp.write_bytes(flatbuffer)
     return path
