@@ -70,8 +70,10 @@ def command(
         verbose=1 if sys.stderr.isatty() else 2,
         log=log,
     )
-    mode = "pretrained DeepDicomSort backbone (frozen)" if metrics["pretrained"] else "trained from scratch (no weights)"
-    click.echo(f"baseline ({mode}), target {metrics['target']}, {metrics['epochs']} epochs")
+    mode = "pretrained DeepDicomSort backbone, frozen" if metrics["pretrained"] else "trained from scratch, no weights"
+    click.echo(
+        f"baseline: {mode}; target {metrics['target']}, {metrics['epochs']} epochs (kept epoch {metrics['best_epoch']})"
+    )
     width = max(len(c) for c in metrics["classes"])
     click.echo("confusion (rows: true class, columns: predicted, same order):")
     for name, row in zip(metrics["classes"], metrics["confusion_original"]):
