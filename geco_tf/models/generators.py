@@ -72,13 +72,21 @@ class UNetGenerator(keras.Model):
             ``2**depth`` and cropped back, so any H, W works.
         base_filters: filters at full resolution, doubled at each level.
         norm: 'instance' (default), 'batch' or None.
+        input_skip: add ``atanh(0.999 x)`` to the head's pre-activation and start the head at
+            zero, so the network *is* the identity at initialisation (up to 0.1% contrast) and
+            learns only the edit, still bounded by tanh. Without it a U-Net with instance norm
+            needs hundreds of steps to learn the identity (SSIM ~0.89 after 300 steps on the
+            built-in data), time the adversarial game cannot spare.
     """
 
-    def __init__(self, depth: int = 3, base_filters: int = 16, norm: str | None = "instance", **kwargs) -> None:
+    def __init__(
+        self, depth: int = 3, base_filters: int = 16, norm: str | None = "instance", input_skip: bool = False, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.depth = depth
         self.base_filters = base_filters
         self.norm = norm
+        self.input_skip = input_skip
         self.down_blocks = [ConvBlock(base_filters * 2**i, norm, name=f"down{i}") for i in range(depth)]
         self.pools = [layers.MaxPooling2D(2, name=f"pool{i}") for i in range(depth)]
         self.bottleneck = ConvBlock(base_filters * 2**depth, norm, name="bottleneck")
@@ -87,10 +95,12 @@ class UNetGenerator(keras.Model):
         ]
         self.concats = [layers.Concatenate(name=f"skip{i}") for i in reversed(range(depth))]
         self.up_blocks = [ConvBlock(base_filters * 2**i, norm, name=f"upblock{i}") for i in reversed(range(depth))]
-        self.head = layers.Conv2D(1, 1, name="head")
+        init = "zeros" if input_skip else "glorot_uniform"
+        self.head = layers.Conv2D(1, 1, kernel_initializer=init, name="head")
         self.out_act = layers.Activation("tanh", dtype="float32", name="tanh")
 
     def call(self, x, training=None):
+        inputs = x
         x, h, w = _pad_to_multiple(x, 2**self.depth)
         skips = []
         for block, pool in zip(self.down_blocks, self.pools):
@@ -100,11 +110,19 @@ class UNetGenerator(keras.Model):
         x = self.bottleneck(x, training=training)
         for up, concat, block, skip in zip(self.ups, self.concats, self.up_blocks, reversed(skips)):
             x = block(concat([up(x), skip]), training=training)
-        x = self.out_act(self.head(x))
-        return x[:, :h, :w, :]
+        x = tf.cast(self.head(x)[:, :h, :w, :], "float32")
+        if self.input_skip:
+            x = x + tf.math.atanh(0.999 * tf.clip_by_value(tf.cast(inputs, "float32"), -1.0, 1.0))
+        return self.out_act(x)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "depth": self.depth, "base_filters": self.base_filters, "norm": self.norm}
+        return {
+            **super().get_config(),
+            "depth": self.depth,
+            "base_filters": self.base_filters,
+            "norm": self.norm,
+            "input_skip": self.input_skip,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -141,13 +141,19 @@ def load_baseline(run_dir: str | os.PathLike) -> keras.Model:
     return model
 
 
-def _features(extractor: keras.Model, ds, what: str, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+def _features(
+    extractor: keras.Model, ds, what: str, log: Callable[[str], None], verbose: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Flattened frozen-backbone features and labels of one split (the backbone runs once)."""
-    log(f"computing frozen-backbone features of the {what} split (256x256, once)")
+    batches = int(ds.cardinality())
+    log(f"computing frozen-backbone features of the {what} split at 256x256 (once, {batches} batches)")
+    bar = keras.utils.Progbar(batches, verbose=verbose) if verbose else None
     feats, labels = [], []
-    for images, y in ds:
-        feats.append(extractor(images, training=False).numpy())
+    for i, (images, y) in enumerate(ds, start=1):
+        feats.append(np.asarray(extractor.predict_on_batch(images)))
         labels.append(y.numpy())
+        if bar is not None:
+            bar.update(i)
     return np.concatenate(feats), np.concatenate(labels)
 
 
@@ -264,9 +270,9 @@ def run_baseline(
         )
         model, backbone = build_pretrained_baseline(len(classes), size, weights)
         extractor = _feature_model(model)
-        x_train, y_train = _features(extractor, train_ds, "train", log)
-        x_val, y_val = _features(extractor, val_ds, "val", log)
-        x_test, y_test = _features(extractor, test_ds, "test", log)
+        x_train, y_train = _features(extractor, train_ds, "train", log, verbose)
+        x_val, y_val = _features(extractor, val_ds, "val", log, verbose)
+        x_test, y_test = _features(extractor, test_ds, "test", log, verbose)
         head = _head_model(model, x_train.shape[1])
         _compile(head, learning_rate, epochs * math.ceil(len(y_train) / batch_size))
         log(f"training the head: {n['train']} train / {n['val']} val slices of {target!r}")

@@ -294,8 +294,9 @@ class GECO(keras.Model):
                 per_image = per_image + adv_on * self.disc_weight * fool
             gen_loss = tf.nn.compute_average_loss(per_image)
             scaled = self.g_optimizer.scale_loss(gen_loss)
-        grads = tape.gradient(scaled, self.generator.trainable_variables)
-        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
+        if self.generator.trainable_variables:  # a frozen generator (e.g. a classifier-only phase)
+            grads = tape.gradient(scaled, self.generator.trainable_variables)
+            self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         self.step_counter.assign_add(1)
 
         pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)

@@ -44,6 +44,7 @@ DEFAULTS: dict = {
     "classifier_padding": "auto",
     "base_filters": 16,
     "depth": 3,
+    "input_skip": True,
     "beta": 0.02,
     "beta_scaling": "area",
     "g_lr": 5e-4,
@@ -54,6 +55,7 @@ DEFAULTS: dict = {
     "three_player": False,
     "no_mse": False,
     "label_smoothing": 0.1,
+    "bn_momentum": 0.9,
     "disc_weight": 1.0,
     "pool_size": 512,
     "pool_fraction": 0.5,
@@ -96,6 +98,8 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
     """Networks and optimizers, created under the strategy's scope and the dtype policy."""
     gen_kind = options["generator"]
     gen_kwargs = {"base_filters": options["base_filters"], "depth": options["depth"]}
+    if gen_kind == "unet":
+        gen_kwargs["input_skip"] = options["input_skip"]
     if gen_kind == "multi-residual":
         gen_kwargs = {"filters": 2 * options["base_filters"]}
     try:
@@ -113,8 +117,7 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
         classifier = build_classifier(options["classifier"], len(classes), size, padding=padding)
     except ValueError as exc:
         raise UserError(f"--classifier {options['classifier']}: {exc}") from None
-    if strategy.num_replicas_in_sync > 1:
-        _synchronise_batch_norm(classifier)
+    _batch_norm_momentum(classifier, options["bn_momentum"], sync=strategy.num_replicas_in_sync > 1)
     discriminator = Discriminator(base_filters=max(8, 2 * options["base_filters"])) if options["three_player"] else None
     model = GECO(
         generator,
@@ -146,11 +149,20 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
     return model
 
 
-def _synchronise_batch_norm(model: keras.Model) -> None:
-    """Batch statistics over the global batch, so N replicas normalise like one device."""
+def _batch_norm_momentum(model: keras.Model, momentum: float, sync: bool) -> None:
+    """Adapt the classifier's batch norm to the game.
+
+    ``momentum``: the generator changes the classifier's input distribution every step, so
+    Keras' default moving average (0.99, ~100 steps of memory) describes images the generator
+    no longer makes and the classifier's *inference* accuracy (validation, test, best-epoch
+    choice) collapses to chance while its training accuracy is high; 0.9 (~10 steps) tracks the
+    current generator. ``sync``: batch statistics over the global batch, so N replicas
+    normalise like one device.
+    """
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
+            layer.momentum = momentum
+            layer.synchronized = sync
 
 
 def predict_split(model: GECO, data: DatasetInfo, split: str, target: str, batch_size: int = 64, with_labels=()):

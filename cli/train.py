@@ -1,0 +1,103 @@
+"""``geco-tf train``: GECO adversarial training (paper section 3.1; run layout docs/runs.md)."""
+
+from __future__ import annotations
+
+import click
+from geco_tf_cli.common import output_dir, target_option
+
+# Literal copies (checked by a test) so `geco-tf --help` does not import TensorFlow.
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "mirrored", "multiworker")
+
+
+@click.command(
+    "train",
+    epilog="""\b
+Examples:
+  geco-tf train --data data --target manufacturer --out runs/geco
+  geco-tf train --data data --target field_strength --out runs/geco-fs
+  geco-tf train --data data --out runs/geco --resume            # after a kill: continue
+  geco-tf train --data data --out runs/res --generator residual
+  geco-tf train --data data --out runs/3p --three-player --critic-steps 2
+  geco-tf train --data data --out runs/big --precision mixed_float16 --strategy mirrored --jit
+""",
+)
+@click.option("--data", "data_dir", required=True, type=click.Path(), help="Dataset directory (from synth or preprocess).")
+@target_option
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory to write (docs/runs.md).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out after its last finished epoch.")
+@click.option("--generator", type=click.Choice(["unet", "residual", "multi-residual"]), default=None, help="Generator. [default: unet]")
+@click.option("--classifier", type=click.Choice(["dds", "maxpool"]), default=None, help="Co-trained classifier. [default: dds]")
+@click.option(
+    "--classifier-padding",
+    type=click.Choice(["auto", "valid", "same"]),
+    default=None,
+    help="Convolution padding of the classifier; auto = 'valid' (DeepDicomSort) when the image is large enough. [default: auto]",
+)
+@click.option("--base-filters", type=click.IntRange(min=1), default=None, help="Generator width. [default: 16]")
+@click.option("--depth", type=click.IntRange(min=1), default=None, help="U-Net levels. [default: 3]")
+@click.option(
+    "--input-skip/--no-input-skip",
+    default=None,
+    help="U-Net starts as the identity (input added before its tanh) and learns only the edit. [default: on]",
+)
+@click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper's). [default: 0.02]")
+@click.option(
+    "--beta-scaling",
+    type=click.Choice(["area", "none"]),
+    default=None,
+    help="area: beta * 512^2/(H*W) so the balance holds at any size; none: beta as given. [default: area]",
+)
+@click.option("--g-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Generator Adam learning rate. [default: 5e-4]")
+@click.option("--c-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Classifier Adam learning rate. [default: 5e-4]")
+@click.option("--d-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Discriminator learning rate. [default: 5e-4]")
+@click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 1]")
+@click.option("--three-player", is_flag=True, default=None, help="Add the discriminator (real vs generated).")
+@click.option("--no-mse", is_flag=True, default=None, help="Drop the pixel term (Table 1's last row).")
+@click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=None, help="Classifier label smoothing. [default: 0.1]")
+@click.option(
+    "--pool-size",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Replay pool of earlier generated images for the classifier (0 = off). [default: 512]",
+)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="Generator steps with the pixel term only. [default: 50]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs. [default: 15]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size. [default: 32]")
+@click.option(
+    "--time-budget",
+    "time_budget_minutes",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Minutes of training: no epoch starts that would end after it (0 = no limit). [default: 14]",
+)
+@click.option("--ssim-target", type=click.FloatRange(0, 1), default=None, help="SSIM an epoch must reach to be chosen as final. [default: 0.97]")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="auto = mixed_float16 on a GPU, else float32. [default: auto]")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="tf.distribute strategy (multiworker reads TF_CONFIG). [default: auto]")
+@click.option("--jit", is_flag=True, default=None, help="Compile the train step with XLA.")
+@click.option("--seed", type=int, default=None, help="Random seed. [default: 0]")
+def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -> None:
+    """Train GECO: a generator that edits slices so that a co-trained classifier cannot tell the
+    scanner, while staying close to the original (SSIM, PSNR).
+
+    Writes RUN/config.json, history.csv (every epoch), checkpoints/ (every epoch), logs/
+    (TensorBoard), generator.keras and classifier.keras (the best validation epoch: lowest
+    co-trained accuracy among epochs with SSIM >= --ssim-target) and metrics.json (test split).
+    """
+    # Options default to None (= the library's DEFAULTS) so a resumed run keeps its stored ones.
+    output_dir(out_dir, "--out")
+    from geco_tf.training.train import train_geco  # heavy: TensorFlow
+
+    options = {k: v for k, v in options.items() if v is not None}
+    metrics = train_geco(data_dir, out_dir, target=target, resume=resume, **options)
+    click.echo(
+        f"GECO {metrics['target']}: best epoch {metrics['best_epoch']} of {metrics['epochs_trained']} "
+        f"({metrics['training_seconds'] / 60:.1f} min of training)"
+    )
+    click.echo(
+        f"test: co-trained accuracy {metrics['accuracy_cotrained']:.4f} (chance {metrics['chance']:.2f}, "
+        f"n={metrics['n_test']})  SSIM {metrics['ssim']:.4f}  PSNR {metrics['psnr']:.2f} dB"
+    )
+    if not metrics["ssim_target_met"]:
+        click.echo(f"warning: no epoch reached validation SSIM {metrics['ssim_target']}; kept the highest-SSIM epoch", err=True)
+    click.echo(f"wrote {out_dir}")

@@ -1,0 +1,129 @@
+"""The audit: does a *fresh* classifier still find the scanner in generated images?
+
+GECO's own classifier was trained alongside the generator, so a generator can fool it while the
+signature survives for any other model (design.md, issue 6). The audit trains a new classifier
+from scratch on G(train), picks its best epoch on G(val) (that helps the auditor, not GECO) and
+tests it on G(test): ``accuracy_audit``. The same procedure on the original images
+(``accuracy_audit_original``) measures the audit's power: an audit counts only where that is
+>= 0.90.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
+from geco_tf.data.pipeline import load_split_arrays
+from geco_tf.models import build_classifier
+
+DEFAULT_EPOCHS = 10
+
+
+def generate(generator: keras.Model | None, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """G(images) in batches (float32); ``generator=None`` returns the originals."""
+    if generator is None:
+        return images
+    out = [np.asarray(generator(images[i : i + batch_size], training=False), np.float32) for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else images
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy (well-behaved near 0 and 1 and for small n)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = correct / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def audit_accuracy(
+    generator: keras.Model | str | Path | None,
+    data: DatasetInfo | str | Path,
+    target: str = "manufacturer",
+    classifier: str = "dds",
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    batch_size: int = 32,
+    learning_rate: float = 5e-4,
+    verbose: int = 0,
+) -> dict:
+    """Train a fresh ``classifier`` ('dds' or 'maxpool') on G(train), test it on G(test).
+
+    ``generator`` is a model, a ``.keras`` path, or None (the audit on original images).
+    Returns ``accuracy``, ``ci95``, ``n_test``, ``chance``, ``confusion``, ``best_epoch``,
+    ``val_accuracy``, ``classifier``, ``epochs``.
+    """
+    if not isinstance(data, DatasetInfo):
+        data = open_dataset(data)
+    if isinstance(generator, (str, Path)):
+        generator = keras.saving.load_model(generator, compile=False)
+    classes = check_target(data, target)
+    arrays = {split: load_split_arrays(data, split, target)[:2] for split in ("train", "val", "test")}
+    xs = {split: generate(generator, x) for split, (x, _) in arrays.items()}
+    ys = {split: y for split, (_, y) in arrays.items()}
+
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(classifier, len(classes), data.image_size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    best = _BestWeights()
+    model.fit(
+        xs["train"],
+        ys["train"],
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(xs["val"], ys["val"]),
+        callbacks=[best],
+        shuffle=True,
+        verbose=verbose,
+    )
+    if best.weights is not None:
+        model.set_weights(best.weights)
+    probs = model.predict(xs["test"], batch_size=128, verbose=0)
+    pred = probs.argmax(-1)
+    y = ys["test"]
+    c = len(classes)
+    confusion = np.zeros((c, c), dtype=int)
+    for t, p in zip(y, pred):
+        confusion[int(t), int(p)] += 1
+    correct = int((pred == y).sum())
+    return {
+        "accuracy": correct / max(len(y), 1),
+        "ci95": list(wilson_interval(correct, len(y))),
+        "n_test": int(len(y)),
+        "chance": 1.0 / c,
+        "confusion": confusion.tolist(),
+        "best_epoch": best.epoch,
+        "val_accuracy": best.value,
+        "classifier": classifier,
+        "epochs": epochs,
+    }
+
+
+def accuracy_audit_original(data: DatasetInfo | str | Path, target: str = "manufacturer", **kwargs) -> dict:
+    """The audit on unmodified images: the audit's power (must be >= 0.90 to count)."""
+    return audit_accuracy(None, data, target, **kwargs)
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best validation accuracy (first of ties)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights = None
+        self.value = -1.0
+        self.epoch = 0
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        acc = float((logs or {}).get("val_accuracy", -1.0))
+        if acc > self.value:
+            self.value, self.epoch, self.weights = acc, epoch + 1, self.model.get_weights()

@@ -1,0 +1,199 @@
+"""GECO's game: losses, train step, mixed precision, run directory, best epoch, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_geco_helpers import make_tiny_dataset, tiny_data  # noqa: F401 - fixture
+
+from geco_tf.errors import UserError
+from geco_tf.models import MaxPoolClassifier, UNetGenerator
+from geco_tf.training.geco import GECO
+from geco_tf.training.precision import precision_policy, resolve_precision, wrap_optimizer
+from geco_tf.training.run import select_best
+from geco_tf.training.train import DEFAULTS, effective_beta, train_geco
+
+SMALL = {"base_filters": 4, "depth": 2, "classifier": "maxpool", "batch_size": 8, "warmup_steps": 2, "pool_size": 32}
+
+
+def _game(policy: str = "float32", pool_size: int = 0, warmup: int = 0, **kwargs) -> GECO:
+    with precision_policy(policy):
+        model = GECO(
+            UNetGenerator(depth=2, base_filters=4),
+            MaxPoolClassifier(4, padding="same", dense_units=16, dropout=0.0),
+            num_classes=4,
+            beta=effective_beta(0.02, 32, 32),
+            pool_size=pool_size,
+            warmup_steps=warmup,
+            image_size=32,
+            **kwargs,
+        )
+        model.compile(
+            g_optimizer=wrap_optimizer(keras.optimizers.Adam(1e-3), policy),
+            c_optimizer=wrap_optimizer(keras.optimizers.Adam(1e-3), policy),
+        )
+        model.build((None, 32, 32, 1))
+    return model
+
+
+def _batch(seed: int = 0, n: int = 8):
+    rng = np.random.default_rng(seed)
+    x = np.tanh(rng.standard_normal((n, 32, 32, 1))).astype(np.float32)
+    y = (np.arange(n) % 4).astype(np.int32)
+    return tf.constant(x), tf.constant(y)
+
+
+def test_losses_match_their_definitions():
+    model = _game()
+    probs = tf.constant([[0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]])
+    adv = model.adversarial_loss(probs).numpy()
+    np.testing.assert_allclose(adv, -np.log(probs.numpy()).mean(axis=1), rtol=1e-6)
+    assert adv[0] < adv[1]  # uniform prediction is the generator's optimum
+    y = tf.constant([0, 0])
+    np.testing.assert_allclose(model.classifier_loss(y, probs).numpy(), -np.log([0.25, 0.7]), rtol=1e-6)
+    x, _ = _batch()
+    g = tf.zeros_like(x)
+    np.testing.assert_allclose(model.pixel_loss(x, g).numpy(), (x.numpy() ** 2).sum(axis=(1, 2, 3)), rtol=1e-5)
+
+
+def test_beta_is_scaled_to_the_image_area():
+    assert effective_beta(0.02, 512, 512) == pytest.approx(0.02)
+    assert effective_beta(0.02, 64, 64) == pytest.approx(0.02 * 64)
+    assert effective_beta(0.02, 64, 64, "none") == pytest.approx(0.02)
+
+
+def test_train_step_trains_both_players_and_warmup_reduces_pixel_error():
+    keras.utils.set_random_seed(0)
+    model = _game(pool_size=16, warmup=1000)
+    x, y = _batch()
+    g0 = [v.numpy().copy() for v in model.generator.trainable_variables]
+    c0 = [v.numpy().copy() for v in model.classifier.trainable_variables]
+    step = tf.function(model.train_step)
+    mses = [float(step((x, y))["gen_mse"]) for _ in range(8)]
+    assert mses[-1] < 0.8 * mses[0]  # warm-up: pixel term only, G moves toward identity
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(g0, model.generator.trainable_variables))
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(c0, model.classifier.trainable_variables))
+    assert int(model.step_counter.numpy()) == 8
+    # the pool filled in order with the generated images' labels
+    assert int(model.pool_count.numpy()) == 8 * 8
+    assert set(model.pool_labels.numpy().tolist()) == {0, 1, 2, 3}
+
+
+def test_classifier_learns_generated_images_when_generator_is_frozen():
+    keras.utils.set_random_seed(1)
+    model = _game(critic_steps=2)
+    model.generator.trainable = False
+    x, y = _batch(1)
+    step = tf.function(model.train_step)
+    losses = [float(step((x, y))["cls_loss"]) for _ in range(8)]
+    assert losses[-1] < losses[0]
+
+
+def test_mixed_float16_steps_are_finite_and_variables_stay_float32():
+    keras.utils.set_random_seed(2)
+    model = _game("mixed_float16", pool_size=16)
+    assert isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(model.c_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.generator.layers[0].compute_dtype == "float16" or model.generator.compute_dtype == "float16"
+    x, y = _batch(2)
+    before = [v.numpy().copy() for v in model.generator.trainable_variables]
+    step = tf.function(model.train_step)
+    for _ in range(4):
+        out = step((x, y))
+        assert all(math.isfinite(float(v)) for v in out.values())
+    for v in model.generator.trainable_variables + model.classifier.trainable_variables:
+        assert v.dtype == "float32"
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.generator.trainable_variables))
+    assert model.generator(x).dtype == tf.float32 and model.classifier(x).dtype == tf.float32
+
+
+def test_precision_auto_is_float32_without_gpu():
+    if not tf.config.list_physical_devices("GPU"):
+        assert resolve_precision("auto") == "float32"
+    with pytest.raises(UserError):
+        resolve_precision("float8")
+
+
+def test_best_epoch_rule():
+    rows = [
+        {"epoch": 1, "val_accuracy_cotrained": 0.25, "val_ssim": 0.90},
+        {"epoch": 2, "val_accuracy_cotrained": 0.40, "val_ssim": 0.975},
+        {"epoch": 3, "val_accuracy_cotrained": 0.30, "val_ssim": 0.98},
+        {"epoch": 4, "val_accuracy_cotrained": 0.60, "val_ssim": 0.99},
+    ]
+    best, met = select_best(rows, 0.97)
+    assert best["epoch"] == 3 and met
+    best, met = select_best(rows, 0.995)
+    assert best["epoch"] == 4 and not met
+
+
+def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    metrics = train_geco(tiny_data, out, epochs=2, progress=False, **SMALL)
+    for name in ("config.json", "history.csv", "generator.keras", "classifier.keras", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    assert (out / "checkpoints" / "ckpt-1.index").exists() and (out / "checkpoints" / "ckpt-2.index").exists()
+    lines = (out / "history.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,gen_loss,gen_adv_loss,gen_mse,cls_loss")
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["beta_effective"] == pytest.approx(0.02 * 512**2 / 32**2)
+    assert config["resolved"]["classifier_padding"] == "same"
+    for key in ("target", "classes", "n_test", "accuracy_cotrained", "chance", "ssim", "psnr", "per_modality",
+                "confusion_cotrained", "best_epoch"):
+        assert key in metrics
+    assert json.loads((out / "metrics.json").read_text())["best_epoch"] == metrics["best_epoch"]
+    assert sum(map(sum, metrics["confusion_cotrained"])) == metrics["n_test"]
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    assert gen(np.zeros((1, 40, 24, 1), np.float32)).shape == (1, 40, 24, 1)  # any size
+    # an existing run is not overwritten without --resume
+    with pytest.raises(UserError, match="--resume"):
+        train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
+
+
+def test_defaults_are_the_papers():
+    assert DEFAULTS["beta"] == 0.02 and DEFAULTS["g_lr"] == 5e-4 and DEFAULTS["c_lr"] == 5e-4
+    assert DEFAULTS["epochs"] == 15 and DEFAULTS["generator"] == "unet" and DEFAULTS["classifier"] == "dds"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "geco_tf_cli.main", "train", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    empty = root / "empty"
+    empty.mkdir()
+    tiny8 = make_tiny_dataset(root / "tiny8", size=8, subjects_per_class=3, slices=1)
+    one_class = make_tiny_dataset(root / "one", size=32, subjects_per_class=3, slices=1, classes=("Siemens",))
+    return {"root": root, "empty": empty, "tiny8": tiny8, "one": one_class}
+
+
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("target", ["--target", "vendor"], "--target"),
+        ("missing", [], "does not exist"),
+        ("empty", [], "not a dataset directory"),
+        ("one", [], "need at least 2"),
+        ("tiny8", ["--classifier", "dds"], "--classifier maxpool"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, message):
+    data = {"target": bad_data["tiny8"], "missing": bad_data["root"] / "nope"}.get(case, bad_data.get(case))
+    proc = _cli("--data", str(data), "--out", str(tmp_path / "run"), *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

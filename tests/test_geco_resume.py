@@ -1,0 +1,47 @@
+"""``--resume`` after a kill: no epoch lost or repeated, and the game state carries over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+from test_geco_helpers import tiny_data  # noqa: F401 - fixture
+
+from geco_tf.training.run import RunDir
+
+ARGS = ["--base-filters", "4", "--depth", "2", "--classifier", "maxpool", "--batch-size", "8", "--warmup-steps", "2",
+        "--pool-size", "32", "--time-budget", "0"]
+
+
+def _train(data, out, *extra, **popen):
+    cmd = [sys.executable, "-m", "geco_tf_cli.main", "train", "--data", str(data), "--out", str(out), *ARGS, *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_resume_after_kill_continues_after_last_finished_epoch(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    proc = _train(tiny_data, out, "--epochs", "4", start_new_session=True)
+    first = out / "checkpoints" / "ckpt-1.index"
+    deadline = time.monotonic() + 400
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.exists(), proc.communicate()[1][-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-run: epoch 2 is under way (or just finished)
+    proc.wait()
+    done_before = len(RunDir(out).read_history())
+    assert 1 <= done_before < 4
+
+    resumed = _train(tiny_data, out, "--resume", "--epochs", "4")
+    stdout, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-2000:]
+    epochs = [row["epoch"] for row in RunDir(out).read_history()]
+    assert epochs == [1, 2, 3, 4]  # none lost, none repeated
+    # the step counter kept counting across the kill: 4 epochs x steps per epoch
+    steps_per_epoch = tf.train.load_variable(str(out / "checkpoints" / "ckpt-1"), "step/.ATTRIBUTES/VARIABLE_VALUE")
+    last = tf.train.load_variable(str(out / "checkpoints" / "ckpt-4"), "step/.ATTRIBUTES/VARIABLE_VALUE")
+    assert last == 4 * steps_per_epoch
+    assert "best epoch" in stdout
