@@ -309,6 +309,9 @@ def test_benchmark_parity_default_generator(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
+    import keras
+
+    keras.utils.set_random_seed(0)
     generator = UNetGenerator()
     generator(np.zeros((1, 64, 64, 1), np.float32))
     generator.save(run / "generator.keras")
