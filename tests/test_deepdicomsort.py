@@ -62,15 +62,21 @@ def legacy_arrays(seed: int = 0, size: int = 256) -> dict[str, dict[str, np.ndar
     return {k: {w: a.astype(np.float32) for w, a in v.items()} for k, v in arrays.items()}
 
 
-def write_legacy_hdf5(path, arrays, layer_names=None, weights_group=True) -> None:
-    """Write ``arrays`` the way Keras 2.1/2.2 ``save_model`` did (h5py only)."""
+def write_legacy_hdf5(path, arrays, layer_names=None, weights_group=True, chunk_names=False) -> None:
+    """Write ``arrays`` the way Keras 2.1/2.2 ``save_model`` did (h5py only); ``chunk_names``
+    splits ``layer_names`` into ``layer_names0``, ``layer_names1``, ... as Keras did past 64 KB."""
     layer_names = LAYERS if layer_names is None else layer_names
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = b"2.1.6-tf"
         f.attrs["backend"] = b"tensorflow"
         f.attrs["model_config"] = json.dumps({"class_name": "Model", "config": {"name": "model_1"}}).encode()
         group = f.create_group("model_weights") if weights_group else f
-        group.attrs["layer_names"] = np.array([n.encode("utf8") for n in layer_names])
+        encoded = np.array([n.encode("utf8") for n in layer_names])
+        if chunk_names:
+            for i, part in enumerate(np.array_split(encoded, 3)):
+                group.attrs[f"layer_names{i}"] = part
+        else:
+            group.attrs["layer_names"] = encoded
         group.attrs["backend"] = b"tensorflow"
         group.attrs["keras_version"] = b"2.1.6-tf"
         for name in layer_names:
@@ -157,12 +163,12 @@ def keras_features(model, image):
     return flat(image, training=False).numpy()
 
 
-def test_save_weights_layout_and_any_layer_names_load_by_structure(tmp_path):
+def test_save_weights_layout_chunked_names_and_any_layer_names_load_by_structure(tmp_path):
     arrays = legacy_arrays(seed=3)
     renamed = {k.replace("_1", "_7") if k.endswith("_1") else k: v for k, v in arrays.items()}
     names = [n.replace("_1", "_7") if n.endswith("_1") else n for n in LAYERS]
     path = tmp_path / "w.h5"
-    write_legacy_hdf5(path, renamed, layer_names=names, weights_group=False)
+    write_legacy_hdf5(path, renamed, layer_names=names, weights_group=False, chunk_names=True)
     weights = read_dds_hdf5(path)
     assert weights.layers[0].name == "conv2d_7"
     np.testing.assert_array_equal(weights.layers[0].weights["kernel"], arrays["conv2d_1"]["kernel"])

@@ -168,6 +168,20 @@ def _names(value) -> list[str]:
     return out
 
 
+def _attr_names(group, name: str) -> list[str] | None:
+    """A name-list attribute as Keras 2 wrote it: whole, or split into ``name0``, ``name1``, ...
+    when longer than HDF5's 64 KB attribute limit. None when absent."""
+    if name in group.attrs:
+        return _names(group.attrs[name])
+    if f"{name}0" not in group.attrs:
+        return None
+    out, chunk = [], 0
+    while f"{name}{chunk}" in group.attrs:
+        out += _names(group.attrs[f"{name}{chunk}"])
+        chunk += 1
+    return out
+
+
 def _short(weight_name: str) -> str:
     """``conv2d_1/kernel:0`` -> ``kernel``."""
     return weight_name.rsplit("/", 1)[-1].split(":", 1)[0]
@@ -219,21 +233,22 @@ def read_dds_hdf5(path: str | os.PathLike, input_size: int = ORIGINAL_INPUT_SIZE
 def _read_weighted_layers(path: Path, f) -> list[LegacyLayer]:
     if "model_weights" in f:
         group = f["model_weights"]
-    elif "layer_names" in f.attrs:
+    elif _attr_names(f, "layer_names") is not None:
         group = f
     else:
         raise UserError(
             f"{path}: no 'model_weights' group and no 'layer_names' attribute: not a Keras HDF5 model or weights file"
         )
-    if "layer_names" not in group.attrs:
+    layer_names = _attr_names(group, "layer_names")
+    if layer_names is None:
         raise UserError(f"{path}: group '{group.name}' has no 'layer_names' attribute: not a Keras HDF5 model file")
     found: list[LegacyLayer] = []
-    for name in _names(group.attrs["layer_names"]):
+    for name in layer_names:
         if name not in group:
             raise UserError(f"{path}: layer '{name}' is listed in layer_names but has no group in the file")
         layer_group = group[name]
         weights: dict[str, np.ndarray] = {}
-        for weight_name in _names(layer_group.attrs.get("weight_names")):
+        for weight_name in _attr_names(layer_group, "weight_names") or []:
             if weight_name not in layer_group:
                 raise UserError(f"{path}: layer '{name}': weight '{weight_name}' is listed but missing from the file")
             array = np.asarray(layer_group[weight_name][()])
