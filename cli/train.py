@@ -41,14 +41,14 @@ Examples:
     default=None,
     help="U-Net starts as the identity (input added before its tanh) and learns only the edit. [default: on]",
 )
-@click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper's). [default: 0.02]")
+@click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper used 0.02; see docs/method.md). [default: 0.001]")
 @click.option(
     "--beta-scaling",
     type=click.Choice(["area", "none"]),
     default=None,
     help="area: beta * 512^2/(H*W) so the balance holds at any size; none: beta as given. [default: area]",
 )
-@click.option("--g-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Generator Adam learning rate. [default: 5e-4]")
+@click.option("--g-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Generator Adam learning rate. [default: 2e-3]")
 @click.option("--c-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Classifier Adam learning rate. [default: 5e-4]")
 @click.option("--d-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Discriminator learning rate. [default: 5e-4]")
 @click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 1]")
