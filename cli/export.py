@@ -11,7 +11,7 @@ import click
 Examples:
   geco-tf export --run runs/geco --saved-model serving/geco --tflite geco.tflite
   geco-tf export --run runs/geco --saved-model serving/geco --version 2
-  geco-tf export --run runs/geco --tflite geco-256-int8.tflite --tflite-size 256 --quantize dynamic
+  geco-tf export --run runs/geco --tflite geco-256-f16.tflite --tflite-size 256 --quantize float16
 """,
 )
 @click.option(
