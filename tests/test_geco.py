@@ -207,3 +207,23 @@ def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, messag
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.output
+
+
+def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, tmp_path):  # noqa: F811
+    """Every epoch's checkpoint holds all network variables (batch-norm statistics included),
+    and the final generator.keras is the chosen epoch's, not the last one's."""
+    from geco_tf.training.run import RunDir
+
+    out = tmp_path / "run"
+    train_geco(tiny_data, out, epochs=2, progress=False, ssim_target=0.0, **SMALL)
+    run = RunDir(out)
+    names = [n for n, _ in tf.train.list_variables(str(out / "checkpoints" / "ckpt-1"))]
+    assert any(n.startswith("classifier_weights") and "moving" not in n for n in names)
+    assert sum(n.startswith("classifier_weights/") for n in names) == len(
+        keras.saving.load_model(out / "classifier.keras", compile=False).weights
+    )
+    best = json.loads(run.metrics.read_text())["best_epoch"]
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    for i, v in enumerate(gen.weights):
+        saved = tf.train.load_variable(str(out / "checkpoints" / f"ckpt-{best}"), f"generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+        np.testing.assert_array_equal(v.numpy(), saved)

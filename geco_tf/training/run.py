@@ -102,19 +102,31 @@ class RunDir:
         write_json_atomic(self.metrics, metrics)
 
 
+def network_parts(model) -> dict:
+    """The networks' variables as explicit lists.
+
+    Keras 3 models are not trackable children of a ``tf.train.Checkpoint`` (their variables
+    were saved only through the optimizers' references, and non-trainable ones such as
+    batch-norm statistics not at all), so each network's ``weights`` list is tracked instead
+    (its order is fixed by the architecture).
+    """
+    parts = {"generator_weights": list(model.generator.weights), "classifier_weights": list(model.classifier.weights)}
+    if model.discriminator is not None:
+        parts["discriminator_weights"] = list(model.discriminator.weights)
+    return parts
+
+
 def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
     """Everything a resumed run needs: the networks, their optimizers, the epoch counter and the
     game state (step counter that drives warm-up and the pool's random stream; the pool)."""
     parts = {
-        "generator": model.generator,
-        "classifier": model.classifier,
+        **network_parts(model),
         "g_optimizer": model.g_optimizer,
         "c_optimizer": model.c_optimizer,
         "epoch": epoch,
         "step": model.step_counter,
     }
     if model.discriminator is not None:
-        parts["discriminator"] = model.discriminator
         parts["d_optimizer"] = model.d_optimizer
     if model.pool_size:
         parts.update(pool_images=model.pool_images, pool_labels=model.pool_labels, pool_count=model.pool_count)

@@ -31,6 +31,7 @@ from geco_tf.training.run import (
     checkpoint_manager,
     checkpoint_path,
     make_checkpoint,
+    network_parts,
     select_best,
 )
 
@@ -370,9 +371,9 @@ def train_geco(
     best, met = select_best(history, opts["ssim_target"])
     # The final networks are those of the best epoch, restored from its own checkpoint (this
     # also covers a run killed after saving generator.keras but before its checkpoint).
-    tf.train.Checkpoint(generator=model.generator, classifier=model.classifier).read(
-        checkpoint_path(run, best["epoch"])
-    ).expect_partial()
+    parts = network_parts(model)
+    parts.pop("discriminator_weights", None)
+    tf.train.Checkpoint(**parts).read(checkpoint_path(run, best["epoch"])).assert_existing_objects_matched().expect_partial()
     run.save_model(model.generator, run.generator)
     run.save_model(model.classifier, run.classifier)
     metrics = test_metrics(model, data, target, classes)
