@@ -5,3 +5,15 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """A small built-in dataset, made once per session: 24 subjects (3 per manufacturer x field
+    strength, so every split holds every scanner) x 4 slices (one per contrast) at 64x64 -- 96
+    slices, about 10 s. Returns the dataset directory (a ``Path``); treat it as read-only."""
+    from geco_tf.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth") / "data", size=64, subjects=24, slices_per_subject=4, seed=0)

@@ -1,0 +1,130 @@
+"""How subtle are the built-in dataset's scanner signatures? Prints the three numbers of issue 2.
+
+1. SSIM between the same anatomy rendered by two different manufacturers (every pair of the
+   four, independent noise): must be >= 0.95 -- the signatures must not change the anatomy.
+2. Accuracy of probes on global intensity statistics alone (brain histogram, mean, std;
+   logistic regression and gradient boosting) on the 4 manufacturers: must be <= 0.60 --
+   per-slice scaling must leave no brightness shortcut.
+3. Test accuracy of a small CNN on manufacturer and on field strength: must be >= 0.95 --
+   the signatures are real, learnable texture and frequency effects.
+
+Usage (about 5 minutes on 2 CPU cores; writes the default dataset unless --data is given)::
+
+    python benchmarks/subtlety.py
+    python benchmarks/subtlety.py --data DATA --epochs 20
+
+Exit status 1 when a bound is missed, so the script can gate a change to the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+SSIM_MIN = 0.95
+PROBE_MAX = 0.60
+CNN_MIN = 0.95
+
+
+def small_cnn(num_classes: int, size: int, seed: int = 0):
+    """A small CNN: two full-resolution 3x3 convolutions (texture), two pooled stages, global
+    average and max pooling. About 25k weights."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 1))
+    # Augmentation that keeps pixel texture intact: left-right flips and whole-pixel shifts.
+    x = layers.RandomFlip("horizontal", seed=seed)(inputs)
+    x = layers.RandomTranslation(0.06, 0.06, fill_mode="constant", interpolation="nearest", fill_value=-1.0, seed=seed)(x)
+    x = layers.Conv2D(16, 3, padding="same")(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.Concatenate()([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
+    x = layers.Dropout(0.3, seed=seed)(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def cnn_accuracy(data, target: str, epochs: int, seed: int = 0) -> float:
+    """Train :func:`small_cnn` on the train split (best epoch on val), return test accuracy."""
+    import keras
+
+    from geco_tf.data.pipeline import load_split_arrays
+
+    x_tr, y_tr, _ = load_split_arrays(data, "train", target)
+    x_va, y_va, _ = load_split_arrays(data, "val", target)
+    x_te, y_te, _ = load_split_arrays(data, "test", target)
+    model = small_cnn(len(data.classes(target)), data.image_size, seed)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping("val_accuracy", patience=epochs, restore_best_weights=True)
+    model.fit(x_tr, y_tr, validation_data=(x_va, y_va), epochs=epochs, batch_size=32, verbose=0, callbacks=[stop])
+    pred = np.argmax(model.predict(x_te, batch_size=256, verbose=0), axis=1)
+    return float(np.mean(pred == y_te))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="existing dataset directory (default: synthesise one with default options)")
+    parser.add_argument("--epochs", type=int, default=20, help="CNN epochs (default 20)")
+    parser.add_argument("--ssim-subjects", type=int, default=16, help="subjects rendered by all 4 vendors (default 16)")
+    args = parser.parse_args(argv)
+
+    from geco_tf.data import synth
+    from geco_tf.data.dataset import open_dataset
+
+    t0 = time.time()
+    tmp = None
+    if args.data:
+        path = args.data
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="geco-subtlety-")
+        path = os.path.join(tmp.name, "data")
+        synth.synthesize(path)
+        print(f"synthesised default dataset in {time.time() - t0:.0f} s")
+    data = open_dataset(path)
+    made = data.info["made_by"]
+    print(f"dataset: {path} (seed {made['seed']}, options {made['options']})")
+
+    t = time.time()
+    ssim = synth.same_anatomy_ssim(subjects=args.ssim_subjects, size=data.image_size, seed=made["seed"])
+    print(f"\n1. SSIM, same anatomy by two manufacturers (>= {SSIM_MIN}): mean {ssim['mean']:.4f}, "
+          f"worst pair {ssim['worst_pair']} {ssim['worst_pair_mean']:.4f}, n={ssim['n']} ({time.time() - t:.0f} s)")
+    for pair, value in ssim["pairs"].items():
+        print(f"   {pair}: {value:.4f}")
+
+    t = time.time()
+    probe = synth.intensity_probe_accuracy(data, "manufacturer", seed=made["seed"])
+    worst = max(probe.values())
+    print(f"\n2. probe on global intensity statistics, manufacturer (<= {PROBE_MAX}): max {worst:.3f} "
+          f"({', '.join(f'{k} {v:.3f}' for k, v in probe.items())}; chance 0.25; {time.time() - t:.0f} s)")
+    probe_fs = synth.intensity_probe_accuracy(data, "field_strength", seed=made["seed"])
+    print(f"   (for information, field strength: {', '.join(f'{k} {v:.3f}' for k, v in probe_fs.items())}; chance 0.50)")
+
+    acc = {}
+    for target in ("manufacturer", "field_strength"):
+        t = time.time()
+        acc[target] = cnn_accuracy(data, target, args.epochs)
+        print(f"\n3. small CNN, {target} (>= {CNN_MIN}): test accuracy {acc[target]:.3f} "
+              f"(n={data.count('test', target)}; {time.time() - t:.0f} s)")
+
+    ok = ssim["mean"] >= SSIM_MIN and worst <= PROBE_MAX and min(acc.values()) >= CNN_MIN
+    print(f"\n{'PASS' if ok else 'FAIL'}: total {time.time() - t0:.0f} s")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
