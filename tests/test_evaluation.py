@@ -143,10 +143,13 @@ def test_verdict_says_survives_removed_or_inconclusive() -> None:
     assert v["status"] == "SURVIVES" and "0.620" in v["text"]
     v = verdict([_audit(0.30, 0.99), _audit(0.36, 0.95)], chance=0.25, ssim=0.98, target="manufacturer")
     assert v["status"] == "REMOVED"
-    # A high audit accuracy from a model without power does not count, nor does a low one.
-    v = verdict([_audit(0.30, 0.99), _audit(0.80, AUDIT_POWER - 0.1)], 0.25, 0.98, "manufacturer")
-    assert v["status"] == "REMOVED" and "ignored" in v["text"]
+    # A low accuracy from a model without power cannot show removal ...
+    v = verdict([_audit(0.30, 0.99), _audit(0.26, AUDIT_POWER - 0.1)], 0.25, 0.98, "manufacturer")
+    assert v["status"] == "REMOVED" and "cannot show removal" in v["text"]
     assert verdict([_audit(0.25, 0.5)], 0.25, 0.98, "manufacturer")["status"] == "INCONCLUSIVE"
+    # ... but a high one shows survival whatever its power on originals (the demo's case: an
+    # identity-like generator, a Fourier probe at 0.85 on both X and G(X)).
+    assert verdict([_audit(0.43, 0.50), _audit(0.85, 0.85)], 0.25, 1.0, "manufacturer")["status"] == "SURVIVES"
     assert verdict([_audit(0.30, 0.99)], 0.25, 0.90, "manufacturer")["status"] == "REMOVED-LOW-FIDELITY"
 
 

@@ -186,14 +186,17 @@ def _fourier_audit(x_train, g_train, y_train, x_test, g_test, y_test, n_classes:
 def verdict(audits: Sequence[dict], chance: float, ssim: float, target: str) -> dict:
     """One plain sentence on whether the scanner signature survives, and a status word.
 
-    ``SURVIVES`` when any audit with enough power (>= :data:`AUDIT_POWER` on originals) still
-    beats chance + :data:`AUDIT_MARGIN`; ``INCONCLUSIVE`` when no audit has the power to tell;
+    ``SURVIVES`` when any audit still beats chance + :data:`AUDIT_MARGIN` on generated images
+    (power is not needed to show that something is found); ``INCONCLUSIVE`` when none does and
+    no audit has the power (>= :data:`AUDIT_POWER` on originals) to show removal;
     ``REMOVED`` otherwise (with a fidelity caveat below the SSIM target).
     """
     bar = chance + AUDIT_MARGIN
     valid = [a for a in audits if a["accuracy_original"] >= AUDIT_POWER]
-    weak = [a for a in audits if a["accuracy_original"] < AUDIT_POWER]
-    surviving = [a for a in valid if a["accuracy"] > bar]
+    # Power is needed to claim removal, not survival: a fresh model that finds the scanner on
+    # G(X) well above chance is positive evidence however it does on originals.
+    surviving = [a for a in audits if a["accuracy"] > bar]
+    weak = [a for a in audits if a["accuracy_original"] < AUDIT_POWER and a not in surviving]
     if surviving:
         worst = max(surviving, key=lambda a: a["accuracy"])
         low, high = worst["ci95"]
@@ -206,8 +209,8 @@ def verdict(audits: Sequence[dict], chance: float, ssim: float, target: str) -> 
     elif not valid:
         status = "INCONCLUSIVE"
         text = (
-            f"INCONCLUSIVE: no audit model reached {AUDIT_POWER:.2f} on original images, so a low audit "
-            f"accuracy here proves nothing about removal of the {target} signature."
+            f"INCONCLUSIVE: no audit found the {target} in generated images, but none reached {AUDIT_POWER:.2f} "
+            f"on original images either, so that proves nothing about removal."
         )
     else:
         status = "REMOVED"
@@ -221,7 +224,7 @@ def verdict(audits: Sequence[dict], chance: float, ssim: float, target: str) -> 
             status = "REMOVED-LOW-FIDELITY"
             text += f" But mean SSIM {ssim:.3f} is below the {SSIM_TARGET} target: the anatomy is not kept well enough."
     if weak:
-        text += " Audits without power (ignored): " + ", ".join(
+        text += " Audits without power (cannot show removal): " + ", ".join(
             f"{a['model']} ({a['accuracy_original']:.2f} on originals)" for a in weak
         ) + "."
     return {"status": status, "text": text, "bar": bar}
