@@ -25,7 +25,7 @@ Examples:
     "--epochs",
     type=click.IntRange(min=1),
     default=None,
-    help="Training epochs. Default: 3 with --dds-weights (the paper), 8 from scratch.",
+    help="Training epochs. Default: 3 with --dds-weights (the paper), 16 from scratch.",
 )
 @click.option(
     "--dds-weights",

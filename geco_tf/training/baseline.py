@@ -58,7 +58,7 @@ from geco_tf.models.deepdicomsort import (
 #: The paper's three epochs for a new head on the pretrained, frozen backbone.
 DEFAULT_EPOCHS_PRETRAINED = 3
 #: From scratch the backbone has to learn too; on the built-in 64x64 data this reaches >= 0.95.
-DEFAULT_EPOCHS_SCRATCH = 8
+DEFAULT_EPOCHS_SCRATCH = 16
 DEFAULT_BATCH_SIZE = 32
 #: DeepDicomSort's own optimiser: Adam, learning rate 1e-3.
 DEFAULT_LEARNING_RATE = 1e-3
@@ -235,7 +235,7 @@ def run_baseline(
 ) -> dict:
     """Train the DeepDicomSort baseline on ``data_dir`` and write the run directory ``out_dir``.
 
-    ``epochs=None`` picks :func:`default_epochs` (3 with weights, 8 from scratch). ``verbose`` is
+    ``epochs=None`` picks :func:`default_epochs` (3 with weights, 16 from scratch). ``verbose`` is
     passed to ``keras.Model.fit`` (1 progress bar, 2 one line per epoch); ``log`` receives
     one-line status messages. Returns the metrics written to ``RUN/metrics.json``.
     """
