@@ -108,7 +108,11 @@ def test_mixed_float16_steps_are_finite_and_variables_stay_float32():
         assert all(math.isfinite(float(v)) for v in out.values())
     for v in model.generator.trainable_variables + model.classifier.trainable_variables:
         assert v.dtype == "float32"
-    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.generator.trainable_variables))
+    # Either the update went through, or a float16 overflow of the scaled gradients was caught:
+    # the step was skipped (weights intact) and the loss scale halved (initial scale 32768).
+    changed = any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.generator.trainable_variables))
+    assert changed or float(model.g_optimizer.dynamic_scale.numpy()) < 32768.0
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.generator.trainable_variables)
     assert model.generator(x).dtype == tf.float32 and model.classifier(x).dtype == tf.float32
 
 
@@ -143,7 +147,7 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
     assert lines[0].startswith("epoch,gen_loss,gen_adv_loss,gen_mse,cls_loss")
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
     config = json.loads((out / "config.json").read_text())
-    assert config["resolved"]["beta_effective"] == pytest.approx(0.02 * 512**2 / 32**2)
+    assert config["resolved"]["beta_effective"] == pytest.approx(DEFAULTS["beta"] * 512**2 / 32**2)
     assert config["resolved"]["classifier_padding"] == "same"
     for key in ("target", "classes", "n_test", "accuracy_cotrained", "chance", "ssim", "psnr", "per_modality",
                 "confusion_cotrained", "best_epoch"):
