@@ -68,3 +68,10 @@ def command(out: str, size: int, subjects: int, slices_per_subject: int, seed: i
     data = open_dataset(path)
     counts = ", ".join(f"{split} {data.count(split)}" for split in ("train", "val", "test"))
     click.echo(f"wrote {path}: {len(data.manifest)} slices of {size}x{size} ({counts})")
+    empty = [split for split in ("val", "test") if data.count(split) == 0]
+    if empty:
+        click.echo(
+            f"note: {' and '.join(empty)} split empty: a split needs at least 3 subjects per manufacturer and "
+            "field strength (--subjects 24 or more)",
+            err=True,
+        )
