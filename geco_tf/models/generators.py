@@ -161,25 +161,13 @@ class ResidualGenerator(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class ResidualBlock(layers.Layer):
-    """``x + conv(act(conv(x)))``: two 3x3 convolutions with an identity shortcut."""
-
-    def __init__(self, filters: int, norm: str | None = "instance", **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.norm = norm
-        self.conv1 = layers.Conv2D(filters, 3, padding="same", name="conv1")
-        self.norm1 = _norm(norm, "norm1")
-        self.conv2 = layers.Conv2D(filters, 3, padding="same", name="conv2")
-        self.norm2 = _norm(norm, "norm2")
-        self.act = layers.LeakyReLU(0.2)
+class ResidualBlock(ConvBlock):
+    """``x + norm(conv(act(norm(conv(x)))))``: the layers of :class:`ConvBlock` with an
+    identity shortcut and no activation after the sum."""
 
     def call(self, x, training=None):
         y = self.act(self.norm1(self.conv1(x), training=training))
         return x + self.norm2(self.conv2(y), training=training)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "filters": self.filters, "norm": self.norm}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
