@@ -199,3 +199,13 @@ def test_cnn_learns_signatures():
     """Issue 2: a small CNN reaches >= 0.95 on manufacturer and field strength (about 5 min)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "subtlety.py")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cli_defaults_match_library():
+    from geco_tf_cli import synth as cli_synth
+
+    assert (cli_synth.DEFAULT_SIZE, cli_synth.DEFAULT_SUBJECTS, cli_synth.DEFAULT_SLICES_PER_SUBJECT) == (
+        synth.DEFAULT_SIZE,
+        synth.DEFAULT_SUBJECTS,
+        synth.DEFAULT_SLICES_PER_SUBJECT,
+    )
