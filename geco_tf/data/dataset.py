@@ -187,7 +187,7 @@ class DatasetWriter:
             **{label: _int_feature(index) for label, index in labels.items()},
         }
         example = tf.train.Example(features=tf.train.Features(feature=feature))
-        self._writers[split].write(example.SerializeToString())
+        self._writers[split].write(example.SerializeToString(deterministic=True))
         self._in_shard[split] += 1
         self._rows.append(
             {
