@@ -60,6 +60,11 @@ class ConvBackbone(layers.Layer):
             self.prelus.append(layers.PReLU(shared_axes=self.prelu_shared_axes, name=f"prelu{i + 1}"))
             if i % 2 == 1:
                 self.pools.append(layers.MaxPooling2D(POOL, name=f"pool{i // 2 + 1}"))
+        if not self.trainable:
+            # from_config passes trainable=False before the sublayers exist, and Keras does not
+            # pass it on to them: freeze them here so a backbone saved frozen reloads frozen.
+            for layer in self.convs + self.norms + self.prelus:
+                layer.trainable = False
 
     def call(self, x, training=None):
         for i in range(len(CONV_FILTERS)):
