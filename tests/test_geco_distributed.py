@@ -28,13 +28,13 @@ SCRIPT = textwrap.dedent(
     from geco_tf.models import MaxPoolClassifier, UNetGenerator
     from geco_tf.training.distribute import get_strategy
     from geco_tf.training.geco import GECO
-    from geco_tf.training.train import _batch_norm_momentum
+    from geco_tf.training.batch_norm import set_batch_norm_momentum
 
     def run(strategy):
         keras.utils.set_random_seed(0)
         with strategy.scope():
             clf = MaxPoolClassifier(4, padding="same", dense_units=16, dropout=0.0)
-            _batch_norm_momentum(clf, 0.9, sync=strategy.num_replicas_in_sync > 1)
+            set_batch_norm_momentum(clf, 0.9, synchronized=strategy.num_replicas_in_sync > 1)
             model = GECO(UNetGenerator(depth=2, base_filters=4, input_skip=True), clf, num_classes=4, beta=5.0,
                          critic_steps=2)
             model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))

@@ -74,15 +74,11 @@ def audit_accuracy(
 
     import tensorflow as tf
 
-    from geco_tf.training.baseline import recalibrate_batch_norm
+    from geco_tf.training.batch_norm import batch_norm_layers, recalibrate_batch_norm
 
     keras.utils.set_random_seed(seed)
     model = build_classifier(classifier, len(classes), data.image_size)
-    norms = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    norms = batch_norm_layers(model)
     for norm in norms:
         norm.momentum = BN_MOMENTUM  # Keras' 0.99 lags: inference predicts one class (0.25)
     steps = epochs * math.ceil(len(ys["train"]) / batch_size)

@@ -54,6 +54,7 @@ from geco_tf.models.deepdicomsort import (
     load_backbone,
     read_dds_hdf5,
 )
+from geco_tf.training.batch_norm import recalibrate_batch_norm  # noqa: F401 - re-exported
 
 #: The paper's three epochs for a new head on the pretrained, frozen backbone.
 DEFAULT_EPOCHS_PRETRAINED = 3
@@ -155,29 +156,6 @@ def _features(
         if bar is not None:
             bar.update(i)
     return np.concatenate(feats), np.concatenate(labels)
-
-
-def recalibrate_batch_norm(model: keras.Model, norms: list[layers.BatchNormalization], dataset) -> int:
-    """Set each BN layer's moving statistics to the mean of its batch statistics over ``dataset``.
-
-    Why: with Keras's default momentum 0.99 the moving variance still carries ~20% of its initial
-    value 1.0 after 150 steps, while the first layers' true variances are ~0.005; a short
-    from-scratch run then predicts one class in inference mode although it is 95% right in
-    training mode. Averaging per-batch statistics over the training split in one forward pass
-    ("precise BN") removes that lag whatever the run length. Only the BN statistics change.
-    Returns the number of batches used.
-    """
-    saved = [norm.momentum for norm in norms]
-    batches = 0
-    try:
-        for batches, (images, _) in enumerate(dataset, start=1):
-            for norm in norms:
-                norm.momentum = 1.0 - 1.0 / batches  # running mean over batches; the first replaces
-            model(images, training=True)
-    finally:
-        for norm, momentum in zip(norms, saved):
-            norm.momentum = momentum
-    return batches
 
 
 def _sized(ds, n: int, batch_size: int):
