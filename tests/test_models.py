@@ -22,6 +22,7 @@ X = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype("float32")
     "make",
     [
         lambda: UNetGenerator(depth=2, base_filters=4),
+        lambda: UNetGenerator(depth=2, base_filters=4, norm="batch"),
         lambda: ResidualGenerator(depth=2, base_filters=4),
         lambda: MultiResidualGenerator(filters=8),
         lambda: build_classifier("dds", 4, 64),
@@ -52,6 +53,64 @@ def test_dds_padding_choice_follows_feature_size():
     assert build_classifier("dds", 4, 256).padding == "valid"
     with pytest.raises(ValueError, match="maxpool"):
         build_classifier("dds", 4, 64, padding="valid")
+
+
+def test_classifier_prelu_is_per_channel_unless_asked_for_per_position():
+    """GECO's (and the audit's) classifier shares PReLU alphas over space at every size; the
+    DeepDicomSort layout (one alpha per position) is an explicit choice."""
+    for size in (64, 256):
+        assert build_classifier("dds", 4, size).backbone.prelu_shared_axes == [1, 2]
+    assert build_classifier("dds", 4, 256, prelu="position").backbone.prelu_shared_axes is None
+    with pytest.raises(ValueError, match="per-channel"):
+        build_classifier("maxpool", 4, 256, prelu="position")
+    with pytest.raises(ValueError, match="PReLU layout"):
+        build_classifier("dds", 4, 256, prelu="pixel")
+
+
+def test_files_saved_with_the_keras_normalisation_layers_still_load(tmp_path, monkeypatch):
+    """Models saved before geco_tf had its own normalisation layers (Keras's BatchNormalization
+    and GroupNormalization(groups=-1)) load into the new layers with the same outputs."""
+    from geco_tf.models import normalization
+
+    makers = {
+        "classifier": lambda: build_classifier("dds", 4, 64),
+        "generator": lambda: UNetGenerator(depth=2, base_filters=4),
+        "batch_norm_generator": lambda: UNetGenerator(depth=2, base_filters=4, norm="batch"),
+    }
+    saved = {}
+    with monkeypatch.context() as patch:
+        patch.setattr(normalization, "BatchNormalization", keras.layers.BatchNormalization)
+        patch.setattr(
+            normalization,
+            "InstanceNormalization",
+            lambda epsilon, name: keras.layers.GroupNormalization(groups=-1, epsilon=epsilon, name=name),
+        )
+        for name, make in makers.items():
+            model = make()
+            model(X)
+            for w in model.weights:  # non-trivial gamma, beta and moving statistics
+                w.assign(np.random.default_rng(2).uniform(0.5, 1.5, w.shape).astype("float32"))
+            model.save(tmp_path / f"{name}.keras")
+            saved[name] = np.asarray(model(X))
+    for name, expected in saved.items():
+        again = keras.models.load_model(tmp_path / f"{name}.keras")
+        np.testing.assert_allclose(np.asarray(again(X)), expected, rtol=1e-5, atol=1e-5)
+        layers = list(again._flatten_layers(include_self=False, recursive=True))
+        assert not any(
+            type(layer) in (keras.layers.BatchNormalization, keras.layers.GroupNormalization) for layer in layers
+        )
+
+
+def test_models_use_the_fused_normalisation_layers():
+    from geco_tf.models.normalization import BatchNormalization, InstanceNormalization
+
+    def kinds(model):
+        model(X)
+        return {type(layer) for layer in model._flatten_layers(include_self=False, recursive=True)}
+
+    assert BatchNormalization in kinds(build_classifier("dds", 4, 64))
+    assert InstanceNormalization in kinds(UNetGenerator(depth=2, base_filters=4))
+    assert BatchNormalization in kinds(UNetGenerator(depth=2, base_filters=4, norm="batch"))
 
 
 def test_frozen_backbone_config_round_trip_freezes_its_sublayers():

@@ -4,6 +4,10 @@
   32-32-64-64-64-64, each with batch norm and PReLU, 3x3 max-pooling after each pair, flatten,
   two dense layers of 1024, dropout, softmax. With ``padding='valid'`` and per-position PReLU
   alphas it is exactly the DeepDicomSort backbone (see :mod:`geco_tf.models.deepdicomsort`).
+  :func:`build_classifier` (GECO, the audit) gives it per-channel alphas unless asked for
+  ``prelu='position'``: one alpha per pixel and channel ties the network to one image size, adds
+  4.8M weights at 256 px (20M at 512 px) with their Adam state, and costs memory passes in every
+  step. Only the DeepDicomSort baseline, which loads or reproduces the published model, uses them.
 * :class:`MaxPoolClassifier` -- the same convolutions, then global max pooling, so the dense
   head always sees 64 features and any image size works (paper section 3.1.1).
 
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import keras
 from keras import layers
+
+from geco_tf.models import normalization
 
 PACKAGE = "geco_tf"
 CONV_FILTERS = (32, 32, 64, 64, 64, 64)
@@ -45,6 +51,9 @@ def choose_padding(image_size: int) -> str:
 class ConvBackbone(layers.Layer):
     """DeepDicomSort's convolutional backbone: (Conv 5x5 -> BN -> PReLU) x 6, pool after pairs.
 
+    The batch norms are :class:`geco_tf.models.normalization.BatchNormalization` (a
+    ``keras.layers.BatchNormalization`` with the same variables, computed by one fused kernel).
+
     ``prelu_shared_axes=None`` gives one alpha per position and channel, as in the original
     (tying the layer to one input size); ``[1, 2]`` shares alpha over space (any size).
     """
@@ -56,7 +65,7 @@ class ConvBackbone(layers.Layer):
         self.convs, self.norms, self.prelus, self.pools = [], [], [], []
         for i, filters in enumerate(CONV_FILTERS):
             self.convs.append(layers.Conv2D(filters, KERNEL, padding=padding, name=f"conv{i + 1}"))
-            self.norms.append(layers.BatchNormalization(name=f"bn{i + 1}"))
+            self.norms.append(normalization.BatchNormalization(name=f"bn{i + 1}"))
             self.prelus.append(layers.PReLU(shared_axes=self.prelu_shared_axes, name=f"prelu{i + 1}"))
             if i % 2 == 1:
                 self.pools.append(layers.MaxPooling2D(POOL, name=f"pool{i // 2 + 1}"))
@@ -164,16 +173,27 @@ class MaxPoolClassifier(keras.Model):
 
 
 CLASSIFIERS = {"dds": DDSClassifier, "maxpool": MaxPoolClassifier}
+#: PReLU alpha layouts of :func:`build_classifier`: the ``shared_axes`` of each.
+PRELU_SHARED_AXES = {"channel": [1, 2], "position": None}
 
 
-def build_classifier(kind: str, num_classes: int, image_size: int, padding: str = "auto", **kwargs) -> keras.Model:
+def build_classifier(
+    kind: str, num_classes: int, image_size: int, padding: str = "auto", prelu: str = "channel", **kwargs
+) -> keras.Model:
     """A classifier by its CLI name ('dds' or 'maxpool') for ``image_size`` images.
 
-    ``padding='auto'`` resolves with :func:`choose_padding`. Raises ValueError when a DDS
-    classifier with the requested padding cannot fit the image size.
+    ``padding='auto'`` resolves with :func:`choose_padding`. ``prelu`` is the PReLU alpha layout:
+    'channel' (one alpha per channel, shared over space; the default at every size) or, for
+    'dds' only, 'position' (one alpha per position and channel, DeepDicomSort's own layout, which
+    ties the classifier to ``image_size``). Raises ValueError when a DDS classifier with the
+    requested padding cannot fit the image size.
     """
     if kind not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {kind!r}: choose one of {', '.join(CLASSIFIERS)}")
+    if prelu not in PRELU_SHARED_AXES:
+        raise ValueError(f"unknown PReLU layout {prelu!r}: choose one of {', '.join(PRELU_SHARED_AXES)}")
+    if kind == "maxpool" and prelu != "channel":
+        raise ValueError("the maxpool classifier works at any size and has per-channel PReLU alphas only")
     if padding == "auto":
         padding = choose_padding(image_size)
     if kind == "dds" and feature_size(image_size, padding) < 1:
@@ -181,6 +201,9 @@ def build_classifier(kind: str, num_classes: int, image_size: int, padding: str 
             f"DDS classifier with padding={padding!r} does not fit {image_size}x{image_size} images "
             "(the feature map vanishes); use --classifier maxpool or padding 'same'"
         )
+    if "prelu_shared_axes" in kwargs:
+        raise TypeError("build_classifier takes prelu='channel' or 'position', not prelu_shared_axes")
     if kind == "dds":
-        kwargs.setdefault("prelu_shared_axes", None if padding == "valid" else [1, 2])
+        axes = PRELU_SHARED_AXES[prelu]
+        kwargs["prelu_shared_axes"] = list(axes) if axes is not None else None
     return CLASSIFIERS[kind](num_classes=num_classes, padding=padding, **kwargs)

@@ -16,16 +16,19 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from geco_tf.models import normalization
+
 PACKAGE = "geco_tf"
 
 
 def _norm(kind: str | None, name: str) -> layers.Layer:
-    """Normalisation by name: 'instance' (GroupNormalization with one group per channel),
-    'batch', or None (identity)."""
+    """Normalisation by name: 'instance' (per sample and channel over H, W, as
+    ``GroupNormalization(groups=-1, epsilon=1e-5)``), 'batch', or None (identity). Both are the
+    fused layers of :mod:`geco_tf.models.normalization`."""
     if kind == "instance":
-        return layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)
+        return normalization.InstanceNormalization(epsilon=1e-5, name=name)
     if kind == "batch":
-        return layers.BatchNormalization(name=name)
+        return normalization.BatchNormalization(name=name)
     if kind in (None, "none"):
         return layers.Identity(name=name)
     raise ValueError(f"unknown norm {kind!r}: use 'instance', 'batch' or None")

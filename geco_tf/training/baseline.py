@@ -17,8 +17,8 @@ Two modes, recorded in ``RUN/config.json`` (``dds_weights``) and ``RUN/metrics.j
   the whole model with a frozen backbone, at a third of the cost for three epochs.
 * **Without** weights: the same architecture trained from scratch at the dataset's own size.
   At 64x64 DeepDicomSort's valid convolutions leave nothing, so the classifier uses 'same'
-  padding and per-channel PReLU alphas (:func:`~geco_tf.models.classifiers.build_classifier`
-  with ``padding='auto'``); at sizes where valid padding fits (>= ~200 px) it is exactly
+  padding and per-channel PReLU alphas (:func:`~geco_tf.models.classifiers.choose_padding`);
+  at sizes where valid padding fits (>= ~200 px) it is exactly
   DeepDicomSort's layout. From scratch the whole network learns, so it needs more epochs than
   a head on a pretrained backbone: :data:`DEFAULT_EPOCHS_SCRATCH`.
 
@@ -44,7 +44,7 @@ from geco_tf.data.dataset import check_target, open_dataset
 from geco_tf.data.pipeline import make_dataset
 from geco_tf.errors import UserError
 from geco_tf.io import atomic_path, write_json_atomic, write_text_atomic
-from geco_tf.models.classifiers import ConvBackbone, build_classifier
+from geco_tf.models.classifiers import ConvBackbone, build_classifier, choose_padding
 from geco_tf.models.deepdicomsort import (
     DENSE_UNITS,
     DROPOUT,
@@ -263,7 +263,9 @@ def run_baseline(
         probabilities = head.predict(x_test, batch_size=256, verbose=0)
         classifier_config = {"backbone": backbone.get_config(), "head": [model.get_layer(n).get_config() for n in HEAD_LAYERS]}
     else:
-        model = build_classifier("dds", len(classes), size, padding="auto", dropout=DROPOUT)
+        padding = choose_padding(size)  # DeepDicomSort's own layout (per-position alphas) where it fits
+        prelu = "position" if padding == "valid" else "channel"
+        model = build_classifier("dds", len(classes), size, padding=padding, prelu=prelu, dropout=DROPOUT)
         log(
             f"not pretrained: no --dds-weights given, training the DeepDicomSort architecture from scratch "
             f"at {size}x{size} (padding {model.padding!r}) for {epochs} epochs on {n['train']} train slices of "
