@@ -53,6 +53,13 @@ Examples:
 @click.option("--d-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Discriminator learning rate. [default: 5e-4]")
 @click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 1]")
 @click.option("--three-player", is_flag=True, default=None, help="Add the discriminator (real vs generated).")
+@click.option(
+    "--spectral-adversary/--no-spectral-adversary",
+    default=None,
+    help="Also play against a classifier of Fourier-magnitude features (docs/method.md). [default: off]",
+)
+@click.option("--spectral-weight", type=click.FloatRange(min=0), default=None, help="Weight of the spectral adversary's term in the generator loss. [default: 1.0]")
+@click.option("--s-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Spectral adversary's Adam learning rate. [default: 1e-3]")
 @click.option("--no-mse", is_flag=True, default=None, help="Drop the pixel term (Table 1's last row).")
 @click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=None, help="Classifier label smoothing. [default: 0.1]")
 @click.option(

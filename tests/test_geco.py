@@ -134,6 +134,14 @@ def test_best_epoch_rule():
     assert best["epoch"] == 3 and met
     best, met = select_best(rows, 0.995)
     assert best["epoch"] == 4 and not met
+    # an epoch inside the generator's warm-up cannot win, however low its accuracy
+    played = [{**r, "step": 10 * r["epoch"]} for r in rows]
+    played[0]["val_ssim"] = 1.0
+    assert select_best(played, 0.97, warmup_steps=15)[0]["epoch"] == 3
+    assert select_best(played, 0.97, warmup_steps=0)[0]["epoch"] == 1
+    # with a spectral adversary the higher of the two co-trained accuracies counts
+    played[2]["val_accuracy_spectral"] = 0.70
+    assert select_best(played, 0.97, warmup_steps=15)[0]["epoch"] == 2
 
 
 def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811

@@ -50,6 +50,10 @@ class GECO(keras.Model):
         beta: weight of the per-image *sum* of squared pixel differences, already scaled for
             the image size (see :func:`geco_tf.training.train.effective_beta`).
         discriminator: image -> probability of being an original; enables the three-player game.
+        spectral_classifier: a second adversary with the same task as ``classifier`` that sees
+            only Fourier-magnitude features (:class:`geco_tf.models.spectral.SpectralClassifier`);
+            it is trained like the classifier and the generator must make it unsure too.
+        spectral_weight: weight of the spectral adversary's term in the generator loss.
         critic_steps: classifier updates per generator update (1 to 3 in the paper).
         use_mse: keep the pixel term (False = Table 1's "no MSE" row).
         label_smoothing: for the classifier's cross-entropy; keeps it from becoming so confident
@@ -69,6 +73,8 @@ class GECO(keras.Model):
         num_classes: int,
         beta: float,
         discriminator: keras.Model | None = None,
+        spectral_classifier: keras.Model | None = None,
+        spectral_weight: float = 1.0,
         critic_steps: int = 1,
         use_mse: bool = True,
         label_smoothing: float = 0.0,
@@ -88,6 +94,8 @@ class GECO(keras.Model):
         self.generator = generator
         self.classifier = classifier
         self.discriminator = discriminator
+        self.spectral_classifier = spectral_classifier
+        self.spectral_weight = float(spectral_weight)
         self.num_classes = int(num_classes)
         self.beta = float(beta)
         self.critic_steps = int(critic_steps)
@@ -128,15 +136,20 @@ class GECO(keras.Model):
         g_optimizer: keras.optimizers.Optimizer,
         c_optimizer: keras.optimizers.Optimizer,
         d_optimizer: keras.optimizers.Optimizer | None = None,
+        s_optimizer: keras.optimizers.Optimizer | None = None,
         **kwargs,
     ) -> None:
-        """One optimizer per network (``d_optimizer`` only for the three-player game)."""
+        """One optimizer per network (``d_optimizer`` only for the three-player game,
+        ``s_optimizer`` only with a spectral adversary)."""
         super().compile(**kwargs)
         if self.discriminator is not None and d_optimizer is None:
             raise ValueError("the three-player game needs d_optimizer")
+        if self.spectral_classifier is not None and s_optimizer is None:
+            raise ValueError("a spectral adversary needs s_optimizer")
         self.g_optimizer = g_optimizer
         self.c_optimizer = c_optimizer
         self.d_optimizer = d_optimizer
+        self.s_optimizer = s_optimizer
 
     def call(self, x, training=None):
         """The generator's output: GECO used as a model *is* the de-artifacting generator."""
@@ -149,6 +162,9 @@ class GECO(keras.Model):
         self.classifier(g)
         if self.discriminator is not None:
             self.discriminator(g)
+        if self.spectral_classifier is not None:
+            self.spectral_classifier(g)
+            self.s_optimizer.build(self.spectral_classifier.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
         self.c_optimizer.build(self.classifier.trainable_variables)
         if self.d_optimizer is not None:
@@ -167,6 +183,12 @@ class GECO(keras.Model):
             "discriminator": (
                 keras.saving.serialize_keras_object(self.discriminator) if self.discriminator is not None else None
             ),
+            "spectral_classifier": (
+                keras.saving.serialize_keras_object(self.spectral_classifier)
+                if self.spectral_classifier is not None
+                else None
+            ),
+            "spectral_weight": self.spectral_weight,
             "num_classes": self.num_classes,
             "beta": self.beta,
             "critic_steps": self.critic_steps,
@@ -183,7 +205,7 @@ class GECO(keras.Model):
     @classmethod
     def from_config(cls, config: dict) -> GECO:
         config = dict(config)
-        for key in ("generator", "classifier", "discriminator"):
+        for key in ("generator", "classifier", "discriminator", "spectral_classifier"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
@@ -249,23 +271,24 @@ class GECO(keras.Model):
         cls_images, cls_labels, cls_weights = gx, y, None
         if self.pool_size:
             cls_images, cls_labels, cls_weights = self._pool_mix(gx, y)
+        n = tf.shape(gx)[0]
         cls_loss = tf.constant(0.0)
         cls_acc = tf.constant(0.0)
         for _ in range(self.critic_steps):
-            with tf.GradientTape() as tape:
-                probs = self.classifier(cls_images, training=True)
-                per_image = self.classifier_loss(cls_labels, probs)
-                if cls_weights is not None:
-                    per_image = per_image * cls_weights
-                    loss = tf.reduce_sum(per_image) / (tf.reduce_sum(cls_weights) * replicas)
-                else:
-                    loss = tf.nn.compute_average_loss(per_image)
-                scaled = self.c_optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, self.classifier.trainable_variables)
-            self.c_optimizer.apply_gradients(zip(grads, self.classifier.trainable_variables))
-            cls_loss = loss
-            n = tf.shape(gx)[0]
+            cls_loss, probs = self._classifier_update(
+                self.classifier, self.c_optimizer, cls_images, cls_labels, cls_weights, replicas
+            )
             cls_acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(probs[:n], -1, output_type=tf.int32), y), tf.float32))
+        spec_loss = tf.constant(0.0)
+        spec_acc = tf.constant(0.0)
+        if self.spectral_classifier is not None:
+            for _ in range(self.critic_steps):
+                spec_loss, probs = self._classifier_update(
+                    self.spectral_classifier, self.s_optimizer, cls_images, cls_labels, cls_weights, replicas
+                )
+                spec_acc = tf.reduce_mean(
+                    tf.cast(tf.equal(tf.argmax(probs[:n], -1, output_type=tf.int32), y), tf.float32)
+                )
 
         # 2. discriminator (three-player game): originals are 1, generated images 0
         disc_loss = tf.constant(0.0)
@@ -287,6 +310,9 @@ class GECO(keras.Model):
             adv = self.adversarial_loss(probs)
             pix = self.pixel_loss(x, g)
             per_image = adv_on * adv
+            if self.spectral_classifier is not None:
+                spec_adv = self.adversarial_loss(self.spectral_classifier(g, training=True))
+                per_image = per_image + adv_on * self.spectral_weight * spec_adv
             if self.use_mse:
                 per_image = per_image + self.beta * pix
             if self.discriminator is not None:
@@ -309,7 +335,24 @@ class GECO(keras.Model):
         }
         if self.discriminator is not None:
             out["disc_loss"] = disc_loss * replicas
+        if self.spectral_classifier is not None:
+            out.update(spec_loss=spec_loss * replicas, spec_accuracy=spec_acc, gen_spec_adv_loss=tf.reduce_mean(spec_adv))
         return out
+
+    def _classifier_update(self, network, optimizer, images, labels, weights, replicas):
+        """One update of a classifier (the CNN or the spectral adversary) on generated images:
+        ``CE(Y, C(G(X)))``, pool images weighted by ``weights``. Returns (loss, probabilities)."""
+        with tf.GradientTape() as tape:
+            probs = network(images, training=True)
+            per_image = self.classifier_loss(labels, probs)
+            if weights is not None:
+                loss = tf.reduce_sum(per_image * weights) / (tf.reduce_sum(weights) * replicas)
+            else:
+                loss = tf.nn.compute_average_loss(per_image)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, network.trainable_variables)
+        optimizer.apply_gradients(zip(grads, network.trainable_variables))
+        return loss, probs
 
     def test_step(self, data) -> dict[str, tf.Tensor]:
         """Co-trained accuracy on G(X), SSIM and PSNR of G(X) against X (running means)."""

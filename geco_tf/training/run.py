@@ -34,10 +34,15 @@ HISTORY_COLUMNS = (
     "cls_loss",
     "cls_accuracy",
     "disc_loss",
+    "spec_loss",
+    "spec_accuracy",
+    "gen_spec_adv_loss",
     "val_accuracy_cotrained",
+    "val_accuracy_spectral",
     "val_ssim",
     "val_psnr",
     "seconds",
+    "step",
 )
 
 
@@ -113,6 +118,8 @@ def network_parts(model) -> dict:
     parts = {"generator_weights": list(model.generator.weights), "classifier_weights": list(model.classifier.weights)}
     if model.discriminator is not None:
         parts["discriminator_weights"] = list(model.discriminator.weights)
+    if model.spectral_classifier is not None:
+        parts["spectral_classifier_weights"] = list(model.spectral_classifier.weights)
     return parts
 
 
@@ -128,6 +135,8 @@ def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
     }
     if model.discriminator is not None:
         parts["d_optimizer"] = model.d_optimizer
+    if model.spectral_classifier is not None:
+        parts["s_optimizer"] = model.s_optimizer
     if model.pool_size:
         parts.update(pool_images=model.pool_images, pool_labels=model.pool_labels, pool_count=model.pool_count)
     return tf.train.Checkpoint(**parts)
@@ -142,19 +151,33 @@ def checkpoint_path(run: RunDir, epoch: int) -> str:
     return str(run.checkpoints / f"ckpt-{epoch}")
 
 
-def select_best(rows: list[dict], ssim_target: float) -> tuple[dict | None, bool]:
-    """The design's best-epoch rule: lowest co-trained validation accuracy among epochs whose
-    validation SSIM meets ``ssim_target`` (ties: the higher SSIM, then the later epoch).
+def cotrained_leakage(row: dict) -> float:
+    """An epoch's validation accuracy of its co-trained adversaries: the classifier's, or, with a
+    spectral adversary, the higher of the two (the generator must fool both)."""
+    values = [row.get("val_accuracy_cotrained"), row.get("val_accuracy_spectral")]
+    return max(v for v in values if v is not None)
+
+
+def select_best(rows: list[dict], ssim_target: float, warmup_steps: int = 0) -> tuple[dict | None, bool]:
+    """The design's best-epoch rule: lowest co-trained validation accuracy
+    (:func:`cotrained_leakage`) among epochs whose validation SSIM meets ``ssim_target`` (ties:
+    the higher SSIM, then the later epoch).
+
+    Only epochs that end after the generator's warm-up (``step`` > ``warmup_steps``) can win:
+    before it the generator is the identity and the classifier is still learning, so a low
+    accuracy there means an untrained classifier, not an edited image (a run chose its first
+    epoch, accuracy 0.27 at SSIM 1.000, before this rule; a fresh audit then found 0.90).
 
     When no epoch meets the target, the epoch with the highest SSIM is returned and the flag is
     False, so the caller can say the target was missed instead of hiding it.
     """
     if not rows:
         return None, False
-    ok = [r for r in rows if r["val_ssim"] is not None and r["val_ssim"] >= ssim_target]
+    played = [r for r in rows if r.get("step") is None or r["step"] > warmup_steps]
+    ok = [r for r in played if r["val_ssim"] is not None and r["val_ssim"] >= ssim_target]
     if ok:
-        return min(ok, key=lambda r: (r["val_accuracy_cotrained"], -r["val_ssim"], -r["epoch"])), True
-    return max(rows, key=lambda r: (r["val_ssim"] or -1.0, r["epoch"])), False
+        return min(ok, key=lambda r: (cotrained_leakage(r), -r["val_ssim"], -r["epoch"])), True
+    return max(played or rows, key=lambda r: (r["val_ssim"] or -1.0, r["epoch"])), False
 
 
 def _num(value: str):

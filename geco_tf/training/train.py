@@ -23,6 +23,7 @@ from geco_tf.data.pipeline import make_dataset
 from geco_tf.errors import UserError
 from geco_tf.evaluation.metrics import psnr, ssim
 from geco_tf.models import Discriminator, build_classifier, build_generator, choose_padding
+from geco_tf.models.spectral import SpectralClassifier
 from geco_tf.training.batch_norm import batch_norm_layers, recalibrate_batch_norm, set_batch_norm_momentum
 from geco_tf.training.distribute import describe, get_strategy
 from geco_tf.training.geco import GECO
@@ -55,6 +56,9 @@ DEFAULTS: dict = {
     "adam_beta_1": 0.5,
     "critic_steps": 1,
     "three_player": False,
+    "spectral_adversary": False,
+    "spectral_weight": 1.0,
+    "s_lr": 1e-3,
     "no_mse": False,
     "label_smoothing": 0.1,
     "bn_momentum": 0.9,
@@ -122,12 +126,18 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
     # 0.9, not Keras' 0.99: the generator changes the classifier's input every step (batch_norm.py)
     set_batch_norm_momentum(classifier, options["bn_momentum"], synchronized=strategy.num_replicas_in_sync > 1)
     discriminator = Discriminator(base_filters=max(8, 2 * options["base_filters"])) if options["three_player"] else None
+    spectral = None
+    if options["spectral_adversary"]:
+        spectral = SpectralClassifier(len(classes))
+        set_batch_norm_momentum(spectral, options["bn_momentum"], synchronized=strategy.num_replicas_in_sync > 1)
     model = GECO(
         generator,
         classifier,
         num_classes=len(classes),
         beta=options["beta_effective"],
         discriminator=discriminator,
+        spectral_classifier=spectral,
+        spectral_weight=options["spectral_weight"],
         critic_steps=options["critic_steps"],
         use_mse=not options["no_mse"],
         label_smoothing=options["label_smoothing"],
@@ -147,6 +157,7 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
         g_optimizer=adam(options["g_lr"]),
         c_optimizer=adam(options["c_lr"]),
         d_optimizer=adam(options["d_lr"]) if discriminator is not None else None,
+        s_optimizer=adam(options["s_lr"]) if spectral is not None else None,
     )
     model.build((None, size, size, 1))
     return model
@@ -155,28 +166,36 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
 def predict_split(model: GECO, data: DatasetInfo, split: str, target: str, batch_size: int = 64, with_labels=()):
     """Run generator and co-trained classifier over a split.
 
-    Returns a dict of NumPy arrays: ``labels``, ``pred``, ``probs``, ``ssim``, ``psnr`` and
-    any ``with_labels`` (e.g. modality), one entry per slice.
+    Returns a dict of NumPy arrays: ``labels``, ``pred``, ``probs``, ``ssim``, ``psnr``,
+    ``pred_spectral`` (with a spectral adversary) and any ``with_labels`` (e.g. modality), one
+    entry per slice.
     """
+    spectral = model.spectral_classifier
 
     @tf.function(reduce_retracing=True)
     def step(x):
         g = tf.cast(model.generator(x, training=False), tf.float32)
         p = model.classifier(g, training=False)
-        return p, ssim(x, g), psnr(x, g)
+        ps = spectral(g, training=False) if spectral is not None else p
+        return p, ps, ssim(x, g), psnr(x, g)
 
-    out: dict[str, list] = {"labels": [], "probs": [], "ssim": [], "psnr": [], **{k: [] for k in with_labels}}
+    keys = ["labels", "probs", "probs_spectral", "ssim", "psnr", *with_labels]
+    out: dict[str, list] = {k: [] for k in keys}
     ds = make_dataset(data, split, target, batch_size, with_labels=tuple(with_labels), cache=False)
     for batch in ds:
-        p, s, q = step(batch[0])
+        p, ps, s, q = step(batch[0])
         out["labels"].append(batch[1].numpy())
         out["probs"].append(p.numpy())
+        out["probs_spectral"].append(ps.numpy())
         out["ssim"].append(s.numpy())
         out["psnr"].append(q.numpy())
         for k in with_labels:
             out[k].append(batch[2][k].numpy())
     res = {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
     res["pred"] = res["probs"].argmax(-1) if len(res["probs"]) else np.zeros(0, int)
+    probs_spectral = res.pop("probs_spectral")
+    if spectral is not None:
+        res["pred_spectral"] = probs_spectral.argmax(-1) if len(probs_spectral) else np.zeros(0, int)
     return res
 
 
@@ -203,8 +222,12 @@ def recalibrate_classifier(model: GECO, data: DatasetInfo, target: str, seed: in
     def generate(x):
         return tf.cast(model.generator(x, training=False), tf.float32)
 
-    generated = ((generate(x), y) for x, y in ds)
-    return recalibrate_batch_norm(model.classifier, batch_norm_layers(model.classifier), generated)
+    batches = 0
+    for network in (model.classifier, model.spectral_classifier):
+        if network is not None:
+            generated = ((generate(x), y) for x, y in ds)
+            batches = recalibrate_batch_norm(network, batch_norm_layers(network), generated)
+    return batches
 
 
 def _epoch_dataset(data: DatasetInfo, target: str, options: dict, epoch: int, strategy) -> tf.data.Dataset:
@@ -349,7 +372,11 @@ def train_geco(
         row = {k: v / steps for k, v in sums.items()}
         row.update(
             epoch=epoch,
+            step=int(model.step_counter.numpy()),
             val_accuracy_cotrained=float(np.mean(val["pred"] == val["labels"])),
+            val_accuracy_spectral=(
+                float(np.mean(val["pred_spectral"] == val["labels"])) if "pred_spectral" in val else None
+            ),
             val_ssim=float(np.mean(val["ssim"])),
             val_psnr=float(np.mean(val["psnr"])),
             seconds=time.monotonic() - t0,
@@ -365,10 +392,9 @@ def train_geco(
                     _scalar_summary(k, v, epoch)
         writer.flush()
         run.write_history(history)
-        best, _ = select_best(history, opts["ssim_target"])
+        best, _ = select_best(history, opts["ssim_target"], opts["warmup_steps"])
         if best is not None and best["epoch"] == epoch:
-            run.save_model(model.generator, run.generator)
-            run.save_model(model.classifier, run.classifier)
+            _save_networks(run, model)
         epoch_var.assign(epoch)
         manager.save(checkpoint_number=epoch)
         epoch_times.append(time.monotonic() - t0)
@@ -382,14 +408,13 @@ def train_geco(
 
     if not history:
         raise UserError(f"{run.path}: no epoch was trained (epochs={opts['epochs']} already done?)")
-    best, met = select_best(history, opts["ssim_target"])
+    best, met = select_best(history, opts["ssim_target"], opts["warmup_steps"])
     # The final networks are those of the best epoch, restored from its own checkpoint (this
     # also covers a run killed after saving generator.keras but before its checkpoint).
     parts = network_parts(model)
     parts.pop("discriminator_weights", None)
     tf.train.Checkpoint(**parts).read(checkpoint_path(run, best["epoch"])).assert_existing_objects_matched().expect_partial()
-    run.save_model(model.generator, run.generator)
-    run.save_model(model.classifier, run.classifier)
+    _save_networks(run, model)
     metrics = test_metrics(model, data, target, classes)
     metrics.update(
         best_epoch=int(best["epoch"]),
@@ -401,6 +426,14 @@ def train_geco(
     )
     run.write_metrics(metrics)
     return metrics
+
+
+def _save_networks(run: RunDir, model: GECO) -> None:
+    """``generator.keras``, ``classifier.keras`` (and ``spectral_classifier.keras``), atomically."""
+    run.save_model(model.generator, run.generator)
+    run.save_model(model.classifier, run.classifier)
+    if model.spectral_classifier is not None:
+        run.save_model(model.spectral_classifier, run.path / "spectral_classifier.keras")
 
 
 def test_metrics(model: GECO, data: DatasetInfo, target: str, classes: list[str]) -> dict:
@@ -420,7 +453,7 @@ def test_metrics(model: GECO, data: DatasetInfo, target: str, classes: list[str]
                 "ssim": float(np.mean(res["ssim"][mask])),
                 "n": int(mask.sum()),
             }
-    return {
+    metrics = {
         "target": target,
         "classes": classes,
         "n_test": int(len(res["labels"])),
@@ -431,6 +464,9 @@ def test_metrics(model: GECO, data: DatasetInfo, target: str, classes: list[str]
         "per_modality": per_modality,
         "confusion_cotrained": confusion.tolist(),
     }
+    if "pred_spectral" in res:  # the second adversary's accuracy on the same generated slices
+        metrics["accuracy_cotrained_spectral"] = float(np.mean(res["pred_spectral"] == res["labels"]))
+    return metrics
 
 
 def _scalar_summary(tag: str, value: float, step: int) -> None:
