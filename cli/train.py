@@ -41,6 +41,13 @@ Examples:
     default=None,
     help="U-Net starts as the identity (input added before its tanh) and learns only the edit. [default: on]",
 )
+@click.option(
+    "--edit-space",
+    type=click.Choice(["pixel", "logit"]),
+    default=None,
+    help="With --input-skip, the units of the U-Net's edit: logit (added before the tanh) or pixel (divided by tanh's slope; see docs/method.md). [default: logit]",
+)
+@click.option("--linear-filter", type=click.IntRange(min=0), default=None, help="With --input-skip, size k of a learnable k x k filter of the input added to the edit; 0 = none. [default: 0]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper used 0.02; see docs/method.md). [default: 0.001]")
 @click.option(
     "--beta-scaling",

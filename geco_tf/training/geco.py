@@ -265,7 +265,13 @@ class GECO(keras.Model):
         x, y = data[0], tf.cast(data[1], tf.int32)
         x = tf.cast(x, tf.float32)
         replicas = _replicas()
-        gx = tf.stop_gradient(tf.cast(self.generator(x, training=True), tf.float32))
+        # The generator runs forward once: its tape records this pass and stops recording while
+        # the other networks learn (their updates do not touch the generator's weights, so its
+        # gradient at step 3 is the same as from a second forward pass, at ~10% less cost).
+        g_tape = tf.GradientTape()
+        with g_tape:
+            g = tf.cast(self.generator(x, training=True), tf.float32)
+        gx = tf.stop_gradient(g)
 
         # 1. classifier: it sees only generated images
         cls_images, cls_labels, cls_weights = gx, y, None
@@ -304,8 +310,7 @@ class GECO(keras.Model):
 
         # 3. generator
         adv_on = tf.cast(self.step_counter.value >= self.warmup_steps, tf.float32)
-        with tf.GradientTape() as tape:
-            g = tf.cast(self.generator(x, training=True), tf.float32)
+        with g_tape:
             probs = self.classifier(g, training=True)
             adv = self.adversarial_loss(probs)
             pix = self.pixel_loss(x, g)
@@ -321,7 +326,7 @@ class GECO(keras.Model):
             gen_loss = tf.nn.compute_average_loss(per_image)
             scaled = self.g_optimizer.scale_loss(gen_loss)
         if self.generator.trainable_variables:  # a frozen generator (e.g. a classifier-only phase)
-            grads = tape.gradient(scaled, self.generator.trainable_variables)
+            grads = g_tape.gradient(scaled, self.generator.trainable_variables)
             self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         self.step_counter.assign_add(1)
 

@@ -48,6 +48,8 @@ DEFAULTS: dict = {
     "base_filters": 16,
     "depth": 3,
     "input_skip": True,
+    "edit_space": "logit",
+    "linear_filter": 0,
     "beta": 0.001,
     "beta_scaling": "area",
     "g_lr": 2e-3,
@@ -105,7 +107,9 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
     gen_kind = options["generator"]
     gen_kwargs = {"base_filters": options["base_filters"], "depth": options["depth"]}
     if gen_kind == "unet":
-        gen_kwargs["input_skip"] = options["input_skip"]
+        gen_kwargs.update(
+            input_skip=options["input_skip"], edit_space=options["edit_space"], linear_filter=options["linear_filter"]
+        )
     if gen_kind == "multi-residual":
         gen_kwargs = {"filters": 2 * options["base_filters"]}
     try:
