@@ -55,15 +55,15 @@ Examples:
     default=None,
     help="area: beta * 512^2/(H*W) so the balance holds at any size; none: beta as given. [default: area]",
 )
-@click.option("--g-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Generator Adam learning rate. [default: 2e-3]")
-@click.option("--c-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Classifier Adam learning rate. [default: 5e-4]")
+@click.option("--g-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Generator Adam learning rate. [default: 1e-3]")
+@click.option("--c-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Classifier Adam learning rate. [default: 1e-3]")
 @click.option("--d-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Discriminator learning rate. [default: 5e-4]")
-@click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 1]")
+@click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 2]")
 @click.option("--three-player", is_flag=True, default=None, help="Add the discriminator (real vs generated).")
 @click.option(
     "--spectral-adversary/--no-spectral-adversary",
     default=None,
-    help="Also play against a classifier of Fourier-magnitude features (docs/method.md). [default: off]",
+    help="Also play against a classifier of Fourier-magnitude features (docs/method.md). [default: on]",
 )
 @click.option("--spectral-weight", type=click.FloatRange(min=0), default=None, help="Weight of the spectral adversary's term in the generator loss. [default: 1.0]")
 @click.option("--s-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Spectral adversary's Adam learning rate. [default: 1e-3]")
@@ -75,7 +75,8 @@ Examples:
     default=None,
     help="Replay pool of earlier generated images for the classifier (0 = off). [default: 512]",
 )
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="Generator steps with the pixel term only. [default: 50]")
+@click.option("--pool-fraction", type=click.FloatRange(0, 1), default=None, help="Share of each classifier batch drawn from the replay pool. [default: 0.5]")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="Generator steps with the pixel term only. [default: 100]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs. [default: 15]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size. [default: 32]")
 @click.option(
