@@ -17,7 +17,7 @@ def _sigmas(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
 
 
 def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    known = ("identity", "zscore", "nyul", "blur")
+    from geco_tf.evaluation.harmonisation import BASELINE_KINDS as known  # numpy only: --help stays fast
     kinds = tuple(k.strip() for k in value.split(",") if k.strip())
     unknown = [k for k in kinds if k not in known]
     if unknown:
@@ -45,7 +45,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
               help="Epochs of the small CNN probes (leakage, utility).")
 @click.option("--sigmas", default="0.5,1,2", show_default=True, callback=_sigmas,
               help="Gaussian blur baselines, in pixels, comma-separated.")
-@click.option("--baselines", default="identity,zscore,nyul,blur", show_default=True, callback=_kinds,
+@click.option("--baselines", default="identity,zscore,nyul,blur,kspace", show_default=True, callback=_kinds,
               help="Harmonisation baselines placed beside GECO, comma-separated.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every audit and probe.")
 def command(run_dir, data_dir, baseline_dir, out_dir, audit_epochs, probe_epochs, sigmas, baselines, seed) -> None:

@@ -95,6 +95,27 @@ def test_harmonisers_keep_shape_range_and_do_their_job() -> None:
     assert baselines["blur-1"](noise).std() < 0.5 * noise.std()
 
 
+def test_kspace_lowpass_removes_what_lies_outside_the_band_and_blacks_out_the_air() -> None:
+    x = _heads(4)
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    stripes = 0.05 * np.cos(np.pi * xx)  # the highest column frequency: outside the 0.9 band
+    air = x[..., 0] < -0.95
+    noisy = x.copy()
+    noisy[..., 0] += np.where(air, np.abs(rng.normal(0, 0.01, air.shape)), stripes)
+    harmoniser = harmonisation.KSpaceLowpass()
+    y = harmoniser(noisy)
+    assert y.shape == x.shape and y.dtype == np.float32 and y.min() >= -1.0 and y.max() <= 1.0
+    far_air = gaussian_filter(air.astype(float), (0, 2, 2)) > 0.99  # away from the head's edge
+    assert np.all(y[..., 0][far_air] == -1.0)
+    residual = np.abs(np.fft.fft2(y[..., 0] - x[..., 0]))[:, 0, SIZE // 2]  # the stripes' frequency
+    planted = np.abs(np.fft.fft2(noisy[..., 0] - x[..., 0]))[:, 0, SIZE // 2]
+    assert np.all(residual < 0.1 * planted)  # the mask and the clip leave a little at every frequency
+    # the head's own (band-limited) content passes almost unchanged
+    inside = x[..., 0] > -0.5
+    assert np.abs(y[..., 0] - x[..., 0])[inside].mean() < 0.02
+
+
 # ------------------------------------------------------------------------------- probes
 
 
