@@ -18,7 +18,8 @@ Examples:
   geco-tf train --data data --target field_strength --out runs/geco-fs
   geco-tf train --data data --out runs/geco --resume            # after a kill: continue
   geco-tf train --data data --out runs/res --generator residual
-  geco-tf train --data data --out runs/3p --three-player --critic-steps 2
+  geco-tf train --data data --out runs/3p --three-player --critic-steps 1
+  geco-tf train --data data --out runs/cnn-only --no-spectral-adversary
   geco-tf train --data data --out runs/big --precision mixed_float16 --strategy mirrored --jit
 """,
 )
@@ -96,8 +97,11 @@ def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -
     scanner, while staying close to the original (SSIM, PSNR).
 
     Writes RUN/config.json, history.csv (every epoch), checkpoints/ (every epoch), logs/
-    (TensorBoard), generator.keras and classifier.keras (the best validation epoch: lowest
-    co-trained accuracy among epochs with SSIM >= --ssim-target) and metrics.json (test split).
+    (TensorBoard), generator.keras, classifier.keras and spectral_classifier.keras (the best
+    validation epoch: lowest co-trained accuracy among epochs after the warm-up with SSIM >=
+    --ssim-target) and metrics.json (test split). The co-trained accuracy says how well GECO
+    fooled its own adversaries; whether a fresh classifier still finds the scanner is for
+    `geco-tf evaluate`.
     """
     # Options default to None (= the library's DEFAULTS) so a resumed run keeps its stored ones.
     output_dir(out_dir, "--out")
@@ -113,6 +117,8 @@ def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -
         f"test: co-trained accuracy {metrics['accuracy_cotrained']:.4f} (chance {metrics['chance']:.2f}, "
         f"n={metrics['n_test']})  SSIM {metrics['ssim']:.4f}  PSNR {metrics['psnr']:.2f} dB"
     )
+    if "accuracy_cotrained_spectral" in metrics:
+        click.echo(f"test: spectral adversary's accuracy {metrics['accuracy_cotrained_spectral']:.4f}")
     if not metrics["ssim_target_met"]:
         click.echo(f"warning: no epoch reached validation SSIM {metrics['ssim_target']}; kept the highest-SSIM epoch", err=True)
     click.echo(f"wrote {out_dir}")
