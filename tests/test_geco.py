@@ -51,11 +51,18 @@ def _batch(seed: int = 0, n: int = 8):
 def test_losses_match_their_definitions():
     model = _game()
     probs = tf.constant([[0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]])
-    adv = model.adversarial_loss(probs).numpy()
+    logits = tf.math.log(probs) + 3.0  # any shift: softmax(logits) == probs
+    adv = model.adversarial_loss(logits).numpy()
     np.testing.assert_allclose(adv, -np.log(probs.numpy()).mean(axis=1), rtol=1e-6)
     assert adv[0] < adv[1]  # uniform prediction is the generator's optimum
     y = tf.constant([0, 0])
-    np.testing.assert_allclose(model.classifier_loss(y, probs).numpy(), -np.log([0.25, 0.7]), rtol=1e-6)
+    np.testing.assert_allclose(model.classifier_loss(y, logits).numpy(), -np.log([0.25, 0.7]), rtol=1e-6)
+    # a classifier far beyond any probability clip still gives the generator a gradient
+    sure = tf.constant([[40.0, 0.0, 0.0, 0.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(sure)
+        loss = model.adversarial_loss(sure)
+    np.testing.assert_allclose(tape.gradient(loss, sure).numpy(), [[0.75, -0.25, -0.25, -0.25]], atol=1e-6)
     x, _ = _batch()
     g = tf.zeros_like(x)
     np.testing.assert_allclose(model.pixel_loss(x, g).numpy(), (x.numpy() ** 2).sum(axis=(1, 2, 3)), rtol=1e-5)

@@ -19,6 +19,7 @@ DeepDicomSort's valid convolutions and 3x3 pools shrink anything under ~200 px t
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from geco_tf.models import normalization
@@ -121,10 +122,13 @@ class DDSClassifier(keras.Model):
         self.logits = layers.Dense(num_classes, name="logits")
         self.softmax = layers.Activation("softmax", dtype="float32", name="softmax")
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, return_logits=False):
+        """Class probabilities, or with ``return_logits`` the float32 logits before the softmax
+        (what a loss should use: a saturated softmax has no gradient)."""
         x = self.flatten(self.backbone(x, training=training))
         x = self.dense2(self.dense1(self.dropout1(x, training=training)))
-        return self.softmax(self.logits(self.dropout2(x, training=training)))
+        logits = self.logits(self.dropout2(x, training=training))
+        return tf.cast(logits, "float32") if return_logits else self.softmax(logits)
 
     def get_config(self) -> dict:
         return {
@@ -157,10 +161,11 @@ class MaxPoolClassifier(keras.Model):
         self.logits = layers.Dense(num_classes, name="logits")
         self.softmax = layers.Activation("softmax", dtype="float32", name="softmax")
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, return_logits=False):
+        """Class probabilities, or with ``return_logits`` the float32 logits."""
         x = self.pool(self.backbone(x, training=training))
-        x = self.dropout(self.dense1(x), training=training)
-        return self.softmax(self.logits(x))
+        logits = self.logits(self.dropout(self.dense1(x), training=training))
+        return tf.cast(logits, "float32") if return_logits else self.softmax(logits)
 
     def get_config(self) -> dict:
         return {

@@ -7,6 +7,7 @@ texture, and the patch scores are averaged into one probability, so any image si
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 PACKAGE = "geco_tf"
@@ -37,10 +38,12 @@ class Discriminator(keras.Model):
         self.pool = layers.GlobalAveragePooling2D(name="average_patches")
         self.sigmoid = layers.Activation("sigmoid", dtype="float32", name="sigmoid")
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, return_logits=False):
+        """Probability of being an original, or with ``return_logits`` its float32 logit."""
         for conv, norm in zip(self.convs, self.norms):
             x = self.act(norm(conv(x)))
-        return self.sigmoid(self.pool(self.patch(x)))
+        logit = self.pool(self.patch(x))
+        return tf.cast(logit, "float32") if return_logits else self.sigmoid(logit)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "base_filters": self.base_filters, "depth": self.depth}

@@ -97,11 +97,13 @@ class SpectralClassifier(keras.Model):
         """The unstandardised features [B, grid^2 + rings] (float32 whatever the policy)."""
         return tf.concat([coarse_log_spectrum(x, self.grid), radial_log_power(x, self.rings)], axis=1)
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, return_logits=False):
+        """Class probabilities, or with ``return_logits`` the float32 logits."""
         f = self.standardise(tf.cast(self.features(x), self.compute_dtype), training=training)
         if self.dense is not None:
             f = self.dense(f)
-        return self.softmax(self.logits(f))
+        logits = self.logits(f)
+        return tf.cast(logits, "float32") if return_logits else self.softmax(logits)
 
     def get_config(self) -> dict:
         return {
