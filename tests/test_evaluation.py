@@ -14,7 +14,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from geco_tf.evaluation import harmonisation, stats
-from geco_tf.evaluation.probes import fit_predict_fourier, fourier_features
+from geco_tf.evaluation.probes import fit_predict_cnn, fit_predict_fourier, fourier_features
 from geco_tf.evaluation.report import AUDIT_POWER, verdict
 
 DESIGN_KEYS = (
@@ -150,6 +150,16 @@ def test_fourier_probe_finds_noise_colour_and_features_are_bounded() -> None:
     # With the labels shuffled there is nothing to find: near chance.
     shuffled = np.random.default_rng(0).permutation(y_tr)
     assert np.mean(fit_predict_fourier(x_tr, shuffled, x_te) == y_te) < 0.6
+
+
+def test_cnn_probe_finds_noise_colour_and_not_shuffled_labels() -> None:
+    """The small CNN must find a texture signature on its own (early stop on held-out slices),
+    else a harmoniser's 'low leakage' would only mean an untrained probe."""
+    x_tr, y_tr = _textured(160, 2, seed=1)
+    x_te, y_te = _textured(60, 2, seed=2)
+    assert np.mean(fit_predict_cnn(x_tr, y_tr, x_te, 2, epochs=20) == y_te) >= 0.9
+    shuffled = np.random.default_rng(0).permutation(y_tr)
+    assert np.mean(fit_predict_cnn(x_tr, shuffled, x_te, 2, epochs=20) == y_te) < 0.75
 
 
 # ------------------------------------------------------------------------------- verdict

@@ -37,6 +37,7 @@ import numpy as np
 from geco_tf.errors import UserError
 from geco_tf.evaluation import figures
 from geco_tf.evaluation.harmonisation import BASELINE_KINDS, DEFAULT_SIGMAS, default_baselines, nyul_available
+from geco_tf.evaluation.probes import PROBE_MAX_EPOCHS
 from geco_tf.evaluation.stats import accuracy_ci, confusion_matrix, mean_ci, proportion_ci
 from geco_tf.io import write_json_atomic, write_text_atomic
 
@@ -241,7 +242,7 @@ def evaluate_run(
     baseline_dir: str | os.PathLike | None = None,
     *,
     audit_epochs: int | None = None,
-    probe_epochs: int = 6,
+    probe_epochs: int = PROBE_MAX_EPOCHS,
     sigmas: Sequence[float] = DEFAULT_SIGMAS,
     baselines: Sequence[str] = BASELINE_KINDS,
     n_panels: int = 4,
@@ -259,7 +260,8 @@ def evaluate_run(
             ``accuracy_original``. Without it, the DDS audit model's accuracy on originals stands
             in, and ``accuracy_original_source`` says so.
         audit_epochs: epochs of the DDS audit (None: the audit's default).
-        probe_epochs: epochs of the small CNN probes (leakage, utility).
+        probe_epochs: at most this many epochs of the small CNN probes (leakage, utility); they
+            stop early on held-out training slices.
         sigmas: Gaussian blur baselines.
         baselines: which harmonisation baselines to run (names in ``BASELINE_KINDS``).
         n_panels: slices shown as original / generated / difference.
@@ -408,7 +410,8 @@ def evaluate_run(
         "leakage": leakage,
         "leakage_probe": (
             f"the stronger of two fresh probes trained on harmonised train slices and tested on harmonised test "
-            f"slices: a small CNN ({probe_epochs} epochs) and a linear probe on Fourier magnitudes"
+            f"slices: a small CNN (at most {probe_epochs} epochs, early stop on held-out training slices) and a "
+            f"linear probe on Fourier magnitudes"
         ),
         "nyul_available": nyul_available(),
         "best_epoch": run_metrics.get("best_epoch"),
