@@ -686,7 +686,7 @@ SSIM: images in [-1, 1], max_val 2.0, 11x11 Gaussian window. PSNR: per slice,
 {utility}
 
 <h2>GECO beside simple harmonisation</h2>
-<p>Leakage: a fresh small CNN trained and tested on the harmonised images ({html.escape(m['leakage_probe'])}).
+<p>Leakage: {html.escape(m['leakage_probe'])}; the <em>identity</em> row shows what each probe finds on original images.
 Bottom right is best: low leakage at high SSIM.</p>
 {nyul}
 <div class="figs">{fig("leakage", "Leakage versus SSIM; GECO is the star.")}</div>
