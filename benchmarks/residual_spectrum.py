@@ -1,7 +1,7 @@
 """Where in the spectrum does the scanner signature survive a GECO generator?
 
 The report's Fourier audit concatenates two feature sets; this script fits the same linear probe
-(:func:`geco_tf.evaluation.probes.fit_logistic`) on each alone, on original and on generated
+(:func:`geco_tf.evaluation.probes.fit_predict_linear`) on each alone, on original and on generated
 slices (train split -> test split), so one can tell an *isotropic* residue (radial log-power
 profile: apodisation, noise colour) from an *anisotropic* one (coarse 2-D spectrum: an acquired
 matrix or a partial-Fourier side along one axis). Usage::
@@ -16,17 +16,6 @@ from __future__ import annotations
 import argparse
 
 
-def probe_accuracy(features_train, y_train, features_test, y_test) -> float:
-    """Standardise on the training features, fit the multinomial logistic probe, score the test."""
-    import numpy as np
-
-    from geco_tf.evaluation.probes import fit_logistic, predict_logistic
-
-    mean, std = features_train.mean(0), features_train.std(0) + 1e-8
-    weights = fit_logistic((features_train - mean) / std, y_train, int(y_train.max()) + 1)
-    return float(np.mean(predict_logistic(weights, (features_test - mean) / std) == y_test))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -37,10 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     import json
     from pathlib import Path
 
+    import numpy as np
+
     from geco_tf.data.dataset import open_dataset
     from geco_tf.data.pipeline import load_split_arrays
     from geco_tf.evaluation.audit import generate
-    from geco_tf.evaluation.probes import FOURIER_BINS, block_spectrum, radial_spectrum
+    from geco_tf.evaluation.probes import FOURIER_BINS, block_spectrum, fit_predict_linear, radial_spectrum
     from geco_tf.export.load import load_generator
 
     target = args.target or json.loads((Path(args.run) / "config.json").read_text())["target"]
@@ -56,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{target}: {len(set(y_test.tolist()))} classes, chance {1 / (int(y_train.max()) + 1):.3f}, n_test {len(y_test)}")
     for name, feature in features.items():
         for label, (train, test) in images.items():
-            acc = probe_accuracy(feature(train), y_train, feature(test), y_test)
+            acc = np.mean(fit_predict_linear(feature(train), y_train, feature(test)) == y_test)
             print(f"{name:40s} {label:5s} test accuracy {acc:.3f}", flush=True)
     return 0
 

@@ -156,11 +156,17 @@ def fit_predict_fourier(
 ) -> np.ndarray:
     """Standardised Fourier-magnitude features + multinomial logistic regression; predictions
     for ``x_test``. (``seed`` is accepted for symmetry with the CNN: the fit is deterministic.)"""
-    f_train, f_test = fourier_features(x_train), fourier_features(x_test)
-    mean, std = f_train.mean(axis=0), f_train.std(axis=0) + 1e-8
+    return fit_predict_linear(fourier_features(x_train), y_train, fourier_features(x_test), c=c)
+
+
+def fit_predict_linear(
+    features_train: np.ndarray, y_train: np.ndarray, features_test: np.ndarray, c: float = 1.0
+) -> np.ndarray:
+    """Standardise features on the training set, fit :func:`fit_logistic`, predict the test set."""
+    mean, std = features_train.mean(axis=0), features_train.std(axis=0) + 1e-8
     y = np.asarray(y_train).reshape(-1).astype(np.int64)
-    weights = fit_logistic((f_train - mean) / std, y, int(y.max()) + 1, c=c)
-    return predict_logistic(weights, (f_test - mean) / std)
+    weights = fit_logistic((features_train - mean) / std, y, int(y.max()) + 1, c=c)
+    return predict_logistic(weights, (features_test - mean) / std)
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, num_classes: int, c: float = 1.0) -> np.ndarray:

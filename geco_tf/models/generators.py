@@ -164,13 +164,6 @@ class UNetGenerator(keras.Model):
             "linear_filter": self.linear_filter,
         }
 
-    @classmethod
-    def from_config(cls, config: dict) -> UNetGenerator:
-        config = dict(config)
-        if config.get("input_skip") and "edit_space" not in config:
-            config["edit_space"] = "logit"  # saved before edit_space existed
-        return cls(**config)
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ResidualGenerator(keras.Model):

@@ -292,7 +292,7 @@ class GECO(keras.Model):
             cls_loss, logits = self._classifier_update(
                 self.classifier, self.c_optimizer, cls_images, cls_labels, cls_weights, replicas
             )
-            cls_acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits[:n], -1, output_type=tf.int32), y), tf.float32))
+            cls_acc = _accuracy(logits[:n], y)
         spec_loss = tf.constant(0.0)
         spec_acc = tf.constant(0.0)
         if self.spectral_classifier is not None:
@@ -300,9 +300,7 @@ class GECO(keras.Model):
                 spec_loss, logits = self._classifier_update(
                     self.spectral_classifier, self.s_optimizer, cls_images, cls_labels, cls_weights, replicas
                 )
-                spec_acc = tf.reduce_mean(
-                    tf.cast(tf.equal(tf.argmax(logits[:n], -1, output_type=tf.int32), y), tf.float32)
-                )
+                spec_acc = _accuracy(logits[:n], y)
 
         # 2. discriminator (three-player game): originals are 1, generated images 0
         disc_loss = tf.constant(0.0)
@@ -378,6 +376,11 @@ class GECO(keras.Model):
         self.ssim_tracker.update_state(ssim(x, g))
         self.psnr_tracker.update_state(psnr(x, g))
         return {m.name: m.result() for m in self.metrics}
+
+
+def _accuracy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Share of rows whose largest logit is the label."""
+    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
 
 
 def _bce(target: tf.Tensor, logit: tf.Tensor) -> tf.Tensor:
