@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -13,18 +14,18 @@ from test_geco_helpers import make_tiny_dataset, tiny_data  # noqa: F401 - fixtu
 
 from geco_tf.errors import UserError
 from geco_tf.models import MaxPoolClassifier, UNetGenerator
-from geco_tf.training.geco import GECO
+from geco_tf.training.geco import BETA_LOG_RANGE, GECO
 from geco_tf.training.precision import precision_policy, resolve_precision, wrap_optimizer
 from geco_tf.training.run import select_best
-from geco_tf.training.train import DEFAULTS, effective_beta, train_geco
+from geco_tf.training.train import DEFAULTS, effective_beta, fidelity_terms, train_geco
 
 SMALL = {"base_filters": 4, "depth": 2, "classifier": "maxpool", "batch_size": 8, "warmup_steps": 2, "pool_size": 32}
 
 
-def _game(policy: str = "float32", pool_size: int = 0, warmup: int = 0, **kwargs) -> GECO:
+def _game(policy: str = "float32", pool_size: int = 0, warmup: int = 0, input_skip: bool = False, **kwargs) -> GECO:
     with precision_policy(policy):
         model = GECO(
-            UNetGenerator(depth=2, base_filters=4),
+            UNetGenerator(depth=2, base_filters=4, input_skip=input_skip),
             MaxPoolClassifier(4, padding="same", dense_units=16, dropout=0.0),
             num_classes=4,
             beta=effective_beta(0.02, 32, 32),
@@ -101,6 +102,36 @@ def test_classifier_learns_generated_images_when_generator_is_frozen():
     assert losses[-1] < losses[0]
 
 
+def test_ssim_term_alone_pulls_a_random_generator_towards_the_input():
+    keras.utils.set_random_seed(3)
+    model = _game(warmup=1000, use_mse=False, ssim_weight=1.0)  # adversaries off: SSIM term only
+    x, y = _batch(3)
+    step = tf.function(model.train_step)
+    ssims = [float(step((x, y))["gen_ssim"]) for _ in range(10)]
+    assert ssims[-1] > ssims[0] + 0.01
+    # without it (and without the pixel term) nothing pulls G towards X: no gradient at all
+    keras.utils.set_random_seed(3)
+    idle = _game(warmup=1000, use_mse=False)
+    before = [v.numpy().copy() for v in idle.generator.trainable_variables]
+    tf.function(idle.train_step)((x, y))
+    assert all(np.allclose(a, b.numpy()) for a, b in zip(before, idle.generator.trainable_variables))
+
+
+@pytest.mark.parametrize("setpoint, direction", [(0.9999, 1), (0.5, -1)])
+def test_ssim_setpoint_raises_beta_below_it_and_lowers_it_above(setpoint, direction):
+    keras.utils.set_random_seed(4)
+    # a generator that starts as the identity (SSIM ~0.999): below 0.9999, far above 0.5
+    model = _game(ssim_setpoint=setpoint, beta_rate=0.1, input_skip=True)
+    x, y = _batch(4)
+    step = tf.function(model.train_step)
+    scales = [float(step((x, y))["beta_scale"]) for _ in range(4)]
+    assert scales[0] == pytest.approx(1.0)  # the first step uses the configured beta
+    log_scale = float(model.log_beta_scale.numpy())
+    assert direction * log_scale > 0
+    assert abs(log_scale) <= BETA_LOG_RANGE + 1e-6  # clipped
+    assert direction * (scales[-1] - 1.0) > 0  # and later steps used the moved beta
+
+
 def test_mixed_float16_steps_are_finite_and_variables_stay_float32():
     keras.utils.set_random_seed(2)
     model = _game("mixed_float16", pool_size=16)
@@ -159,11 +190,14 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
     assert list((out / "logs").glob("events.out.tfevents.*"))
     assert (out / "checkpoints" / "ckpt-1.index").exists() and (out / "checkpoints" / "ckpt-2.index").exists()
     lines = (out / "history.csv").read_text().splitlines()
-    assert lines[0].startswith("epoch,gen_loss,gen_adv_loss,gen_mse,cls_loss")
+    assert lines[0].startswith("epoch,gen_loss,gen_adv_loss,gen_mse,gen_ssim,beta_scale,cls_loss")
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
     config = json.loads((out / "config.json").read_text())
     assert config["resolved"]["beta_effective"] == pytest.approx(DEFAULTS["beta"] * 512**2 / 32**2)
     assert config["resolved"]["classifier_padding"] == "same"
+    assert config["resolved"]["fidelity_terms"] == {"pixel_mse": False, "ssim_weight": DEFAULTS["ssim_weight"]}
+    rows = list(csv.DictReader(lines))
+    assert all(0.0 < float(r["gen_ssim"]) <= 1.0 and float(r["beta_scale"]) > 0.0 for r in rows)
     for key in ("target", "classes", "n_test", "accuracy_cotrained", "chance", "ssim", "psnr", "per_modality",
                 "confusion_cotrained", "best_epoch"):
         assert key in metrics
@@ -176,13 +210,37 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
         train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
 
 
+def test_a_run_from_before_the_fidelity_option_resumes_with_the_papers_loss(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "old"
+    train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    for key in ("fidelity", "ssim_weight", "ssim_setpoint", "beta_rate"):
+        del config["options"][key]  # as written before these options existed
+    (out / "config.json").write_text(json.dumps(config))
+    train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
+    resumed = json.loads((out / "config.json").read_text())
+    assert resumed["options"]["fidelity"] == "mse" and resumed["options"]["ssim_setpoint"] == 0.0
+    assert resumed["resolved"]["fidelity_terms"] == {"pixel_mse": True, "ssim_weight": 0.0}
+
+
+def test_fidelity_option_picks_the_generator_terms():
+    assert fidelity_terms("mse", 20.0) == (True, 0.0)  # the paper's loss
+    assert fidelity_terms("ssim", 20.0) == (False, 20.0)
+    assert fidelity_terms("mse+ssim", 5.0) == (True, 5.0)
+    assert fidelity_terms("ssim", 20.0, no_mse=True) == (False, 0.0)  # Table 1's last row: none
+    with pytest.raises(UserError, match="--fidelity"):
+        fidelity_terms("l1", 1.0)
+
+
 def test_cli_choices_match_the_library():
     from geco_tf_cli import train as cli_train
 
     from geco_tf.training.distribute import STRATEGIES
     from geco_tf.training.precision import PRECISIONS
+    from geco_tf.training.train import FIDELITIES
 
     assert cli_train.PRECISIONS == PRECISIONS and cli_train.STRATEGIES == STRATEGIES
+    assert cli_train.FIDELITIES == FIDELITIES
 
 
 def test_defaults_keep_the_papers_architecture_and_schedule():

@@ -31,6 +31,9 @@ import tensorflow as tf
 
 from geco_tf.evaluation.metrics import psnr, ssim
 
+#: The SSIM controller keeps beta within e^-3 .. e^3 (x0.05 .. x20) of the configured value.
+BETA_LOG_RANGE = 3.0
+
 PACKAGE = "geco_tf"
 
 
@@ -65,6 +68,17 @@ class GECO(keras.Model):
         warmup_steps: generator steps with the pixel term only.
         image_size: H = W of the training images (for the pool's storage).
         seed: seed of the pool's stateless random sampling (reproducible across resumes).
+        ssim_weight: weight of a per-image ``1 - SSIM(X, G(X))`` term beside the pixel term
+            (0 = the paper's loss). MSE spreads the edit wherever it is cheapest in squared
+            pixels; the fidelity the acceptance measures is SSIM, which forgives some edits
+            (a smooth change of local brightness) far more than others (new local structure).
+        ssim_setpoint: if set, beta follows a controller instead of staying fixed: every step
+            ``log(beta / beta_0) += beta_rate * (setpoint - SSIM_batch) / (1 - setpoint)``
+            (clipped to +-``BETA_LOG_RANGE``), so the pixel term tightens when the batch's SSIM
+            falls below the set-point and relaxes above it. A fixed beta lets SSIM drift down
+            as the classifier hardens; the controller holds the fidelity the user asked for and
+            lets the game spend exactly that budget.
+        beta_rate: the controller's gain per step.
     """
 
     def __init__(
@@ -85,6 +99,9 @@ class GECO(keras.Model):
         warmup_steps: int = 0,
         image_size: int | None = None,
         seed: int = 0,
+        ssim_weight: float = 0.0,
+        ssim_setpoint: float | None = None,
+        beta_rate: float = 0.05,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +125,9 @@ class GECO(keras.Model):
         self.warmup_steps = int(warmup_steps)
         self.image_size = image_size
         self.seed = int(seed)
+        self.ssim_weight = float(ssim_weight)
+        self.ssim_setpoint = None if ssim_setpoint is None else float(ssim_setpoint)
+        self.beta_rate = float(beta_rate)
         # Game state that must survive a resume: the step counter drives warm-up and the
         # pool's random stream; the pool itself is the classifier's memory.
         self.step_counter = self.add_weight(
@@ -127,6 +147,11 @@ class GECO(keras.Model):
                 name="pool_count", shape=(), dtype="int64", initializer="zeros", trainable=False,
                 aggregation="only_first_replica",
             )
+        # log(beta / beta_0), moved by the SSIM controller (0 without one)
+        self.log_beta_scale = self.add_weight(
+            name="log_beta_scale", shape=(), dtype="float32", initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.ssim_tracker = keras.metrics.Mean(name="ssim")
         self.psnr_tracker = keras.metrics.Mean(name="psnr")
@@ -201,6 +226,9 @@ class GECO(keras.Model):
             "warmup_steps": self.warmup_steps,
             "image_size": self.image_size,
             "seed": self.seed,
+            "ssim_weight": self.ssim_weight,
+            "ssim_setpoint": self.ssim_setpoint,
+            "beta_rate": self.beta_rate,
         }
 
     @classmethod
@@ -324,8 +352,12 @@ class GECO(keras.Model):
             if self.spectral_classifier is not None:
                 spec_adv = self.adversarial_loss(self.spectral_classifier(g, training=True, return_logits=True))
                 per_image = per_image + adv_on * self.spectral_weight * spec_adv
+            scale = tf.exp(self.log_beta_scale.value)
             if self.use_mse:
-                per_image = per_image + self.beta * pix
+                per_image = per_image + scale * self.beta * pix
+            batch_ssim = ssim(x, g)
+            if self.ssim_weight:
+                per_image = per_image + scale * self.ssim_weight * (1.0 - batch_ssim)
             if self.discriminator is not None:
                 d_logit = self.discriminator(g, training=True, return_logits=True)
                 fool = _bce(tf.ones_like(d_logit), d_logit)
@@ -336,6 +368,11 @@ class GECO(keras.Model):
             grads = g_tape.gradient(scaled, self.generator.trainable_variables)
             self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         self.step_counter.assign_add(1)
+        if self.ssim_setpoint is not None:
+            error = (self.ssim_setpoint - _global_mean(batch_ssim)) / (1.0 - self.ssim_setpoint)
+            self.log_beta_scale.assign(
+                tf.clip_by_value(self.log_beta_scale + adv_on * self.beta_rate * error, -BETA_LOG_RANGE, BETA_LOG_RANGE)
+            )
 
         pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
         out = {
@@ -344,7 +381,10 @@ class GECO(keras.Model):
             "gen_mse": tf.reduce_mean(pix) / pixels,
             "cls_loss": cls_loss * replicas,
             "cls_accuracy": cls_acc,
+            "gen_ssim": tf.reduce_mean(batch_ssim),
         }
+        if self.ssim_setpoint is not None:
+            out["beta_scale"] = scale
         if self.discriminator is not None:
             out["disc_loss"] = disc_loss * replicas
         if self.spectral_classifier is not None:
@@ -376,6 +416,16 @@ class GECO(keras.Model):
         self.ssim_tracker.update_state(ssim(x, g))
         self.psnr_tracker.update_state(psnr(x, g))
         return {m.name: m.result() for m in self.metrics}
+
+
+def _global_mean(values: tf.Tensor) -> tf.Tensor:
+    """Mean over the global batch (all replicas), so every replica moves beta alike."""
+    replica = tf.distribute.get_replica_context()
+    total = tf.reduce_sum(values)
+    count = tf.cast(tf.size(values), tf.float32)
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        total, count = replica.all_reduce("sum", total), replica.all_reduce("sum", count)
+    return total / count
 
 
 def _accuracy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:

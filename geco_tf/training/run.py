@@ -31,6 +31,8 @@ HISTORY_COLUMNS = (
     "gen_loss",
     "gen_adv_loss",
     "gen_mse",
+    "gen_ssim",
+    "beta_scale",
     "cls_loss",
     "cls_accuracy",
     "disc_loss",

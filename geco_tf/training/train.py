@@ -40,6 +40,10 @@ from geco_tf.training.run import (
 #: Image size for which the paper's beta (0.02) was tuned: 512 x 512 slices.
 BETA_REFERENCE_SIZE = 512
 
+#: The generator's fidelity term (``--fidelity``): the paper's per-pixel squared error (``mse``,
+#: weight ``beta``), ``1 - SSIM`` (``ssim``, weight ``ssim_weight``), or both.
+FIDELITIES = ("mse", "ssim", "mse+ssim")
+
 #: Every option of :func:`train_geco` with its default (written resolved into config.json).
 DEFAULTS: dict = {
     "generator": "unet",
@@ -50,6 +54,7 @@ DEFAULTS: dict = {
     "input_skip": True,
     "edit_space": "logit",
     "linear_filter": 0,
+    "fidelity": "ssim",
     "beta": 0.001,
     "beta_scaling": "area",
     "g_lr": 1e-3,
@@ -72,12 +77,18 @@ DEFAULTS: dict = {
     "batch_size": 32,
     "steps_per_epoch": None,
     "ssim_target": 0.97,
+    "ssim_weight": 20.0,
+    "ssim_setpoint": 0.975,
+    "beta_rate": 0.05,
     "time_budget_minutes": 14.0,
     "precision": "auto",
     "strategy": "auto",
     "jit": False,
     "seed": 0,
 }
+
+#: What a run stored before ``fidelity`` existed was playing: the paper's pixel term, fixed beta.
+BEFORE_FIDELITY_OPTION = {"fidelity": "mse", "ssim_weight": 0.0, "ssim_setpoint": 0.0}
 
 #: Options a resumed run may change (everything else comes from the stored config).
 RESUMABLE_OVERRIDES = ("epochs", "time_budget_minutes")
@@ -92,6 +103,16 @@ def effective_beta(beta: float, height: int, width: int, scaling: str = "area") 
     if scaling != "area":
         raise UserError(f"--beta-scaling {scaling!r}: choose 'area' or 'none'")
     return float(beta) * BETA_REFERENCE_SIZE**2 / (height * width)
+
+
+def fidelity_terms(fidelity: str, ssim_weight: float, no_mse: bool = False) -> tuple[bool, float]:
+    """(use the pixel term, weight of the SSIM term) for ``--fidelity``; ``--no-mse`` (Table 1's
+    last row) drops every fidelity term."""
+    if fidelity not in FIDELITIES:
+        raise UserError(f"--fidelity {fidelity!r}: choose one of {', '.join(FIDELITIES)}")
+    if no_mse:
+        return False, 0.0
+    return "mse" in fidelity, float(ssim_weight) if "ssim" in fidelity else 0.0
 
 
 def _check_data(data: DatasetInfo, target: str) -> list[str]:
@@ -143,7 +164,7 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
         spectral_classifier=spectral,
         spectral_weight=options["spectral_weight"],
         critic_steps=options["critic_steps"],
-        use_mse=not options["no_mse"],
+        use_mse=options["use_mse"],
         label_smoothing=options["label_smoothing"],
         disc_weight=options["disc_weight"],
         pool_size=options["pool_size"],
@@ -151,6 +172,9 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
         warmup_steps=options["warmup_steps"],
         image_size=size,
         seed=options["seed"],
+        ssim_weight=options["ssim_weight_resolved"],
+        ssim_setpoint=options["ssim_setpoint"] or None,
+        beta_rate=options["beta_rate"],
     )
     policy = options["precision_resolved"]
 
@@ -269,7 +293,8 @@ def train_geco(
     if resume:
         stored = run.read_config()
         overrides = {k: v for k, v in options.items() if k in RESUMABLE_OVERRIDES and v is not None}
-        opts = {**DEFAULTS, **stored["options"], **overrides}
+        legacy = BEFORE_FIDELITY_OPTION if "fidelity" not in stored["options"] else {}
+        opts = {**DEFAULTS, **legacy, **stored["options"], **overrides}
         data_dir = stored["data"]
         target = stored["target"]
     else:
@@ -282,6 +307,7 @@ def train_geco(
     if not 1 <= int(opts["critic_steps"]) <= 5:
         raise UserError(f"--critic-steps {opts['critic_steps']}: use 1 to 5")
     opts["beta_effective"] = effective_beta(opts["beta"], size, size, opts["beta_scaling"])
+    opts["use_mse"], opts["ssim_weight_resolved"] = fidelity_terms(opts["fidelity"], opts["ssim_weight"], opts["no_mse"])
     opts["precision_resolved"] = resolve_precision(opts["precision"])
     if opts["classifier_padding"] == "auto":
         opts["classifier_padding_resolved"] = choose_padding(size)
@@ -319,6 +345,7 @@ def train_geco(
             "beta": opts["beta"],
             "beta_effective": opts["beta_effective"],
             "beta_rule": f"beta * {BETA_REFERENCE_SIZE}^2 / (H*W)" if opts["beta_scaling"] == "area" else "beta",
+            "fidelity_terms": {"pixel_mse": opts["use_mse"], "ssim_weight": opts["ssim_weight_resolved"]},
             "classifier_padding": opts["classifier_padding_resolved"],
             "precision": opts["precision_resolved"],
             "strategy": describe(strategy),
