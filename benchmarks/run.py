@@ -122,15 +122,9 @@ def _quiet_tf():
 # ------------------------------------------------------------------------------------------
 def geco_options(size: int, precision: str = "float32") -> dict:
     """``train_geco``'s defaults, resolved for ``size`` (what ``RUN/config.json`` would hold)."""
-    from geco_tf.models.classifiers import choose_padding
-    from geco_tf.training.train import DEFAULTS, effective_beta
+    from geco_tf.training.train import DEFAULTS, resolve_options
 
-    opts = dict(DEFAULTS)
-    padding = opts["classifier_padding"]
-    opts["classifier_padding_resolved"] = choose_padding(size) if padding == "auto" else padding
-    opts["beta_effective"] = effective_beta(opts["beta"], size, size, opts["beta_scaling"])
-    opts["precision_resolved"] = precision
-    return opts
+    return resolve_options({**DEFAULTS, "precision": precision}, size)
 
 
 def build_geco(size: int, precision: str = "float32", num_classes: int = 4):

@@ -355,7 +355,8 @@ class GECO(keras.Model):
             scale = tf.exp(self.log_beta_scale.value)
             if self.use_mse:
                 per_image = per_image + scale * self.beta * pix
-            batch_ssim = ssim(x, g)
+            # SSIM only when a term or the controller needs it: it adds a blur pass to every step
+            batch_ssim = ssim(x, g) if self.ssim_weight or self.ssim_setpoint is not None else None
             if self.ssim_weight:
                 per_image = per_image + scale * self.ssim_weight * (1.0 - batch_ssim)
             if self.discriminator is not None:
@@ -381,8 +382,9 @@ class GECO(keras.Model):
             "gen_mse": tf.reduce_mean(pix) / pixels,
             "cls_loss": cls_loss * replicas,
             "cls_accuracy": cls_acc,
-            "gen_ssim": tf.reduce_mean(batch_ssim),
         }
+        if batch_ssim is not None:
+            out["gen_ssim"] = tf.reduce_mean(batch_ssim)
         if self.ssim_setpoint is not None:
             out["beta_scale"] = scale
         if self.discriminator is not None:

@@ -115,6 +115,21 @@ def fidelity_terms(fidelity: str, ssim_weight: float, no_mse: bool = False) -> t
     return "mse" in fidelity, float(ssim_weight) if "ssim" in fidelity else 0.0
 
 
+def resolve_options(options: dict, size: int) -> dict:
+    """``options`` (all keys of :data:`DEFAULTS`) plus what they mean for ``size`` x ``size``
+    slices on this machine: ``beta_effective``, ``use_mse``, ``ssim_weight_resolved``,
+    ``precision_resolved``, ``classifier_padding_resolved`` (what ``_build`` and config.json use)."""
+    opts = dict(options)
+    if not 1 <= int(opts["critic_steps"]) <= 5:
+        raise UserError(f"--critic-steps {opts['critic_steps']}: use 1 to 5")
+    opts["beta_effective"] = effective_beta(opts["beta"], size, size, opts["beta_scaling"])
+    opts["use_mse"], opts["ssim_weight_resolved"] = fidelity_terms(opts["fidelity"], opts["ssim_weight"], opts["no_mse"])
+    opts["precision_resolved"] = resolve_precision(opts["precision"])
+    padding = opts["classifier_padding"]
+    opts["classifier_padding_resolved"] = choose_padding(size) if padding == "auto" else padding
+    return opts
+
+
 def _check_data(data: DatasetInfo, target: str) -> list[str]:
     classes = check_target(data, target)
     for split in ("train", "val"):
@@ -304,15 +319,7 @@ def train_geco(
     data = open_dataset(data_dir)
     classes = _check_data(data, target)
     size = data.image_size
-    if not 1 <= int(opts["critic_steps"]) <= 5:
-        raise UserError(f"--critic-steps {opts['critic_steps']}: use 1 to 5")
-    opts["beta_effective"] = effective_beta(opts["beta"], size, size, opts["beta_scaling"])
-    opts["use_mse"], opts["ssim_weight_resolved"] = fidelity_terms(opts["fidelity"], opts["ssim_weight"], opts["no_mse"])
-    opts["precision_resolved"] = resolve_precision(opts["precision"])
-    if opts["classifier_padding"] == "auto":
-        opts["classifier_padding_resolved"] = choose_padding(size)
-    else:
-        opts["classifier_padding_resolved"] = opts["classifier_padding"]
+    opts = resolve_options(opts, size)
 
     keras.utils.set_random_seed(int(opts["seed"]))
     strategy = get_strategy(opts["strategy"])
