@@ -1,8 +1,8 @@
 """Table 1 of the GECO paper, reproduced on a dataset directory (default: the built-in data).
 
 Six rows, one ``train_geco`` run each with the project's defaults except what the row changes,
-all with the paper's loss (:data:`PAPER_LOSS`: pixel MSE at a fixed beta, not the default SSIM
-fidelity term with its set-point):
+all with the paper's loss (:data:`PAPER_LOSS`: pixel MSE at a fixed beta, whatever the
+defaults say):
 
     core                      U-Net generator (the default run)
     residual                  X + alpha * G(X)

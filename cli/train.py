@@ -21,7 +21,7 @@ Examples:
   geco-tf train --data data --out runs/res --generator residual
   geco-tf train --data data --out runs/3p --three-player --critic-steps 1
   geco-tf train --data data --out runs/cnn-only --no-spectral-adversary
-  geco-tf train --data data --out runs/paper-loss --fidelity mse --ssim-setpoint 0
+  geco-tf train --data data --out runs/ssim --fidelity ssim --ssim-setpoint 0.975
   geco-tf train --data data --out runs/big --precision mixed_float16 --strategy mirrored --jit
 """,
 )
@@ -51,7 +51,7 @@ Examples:
     help="With --input-skip, the units of the U-Net's edit: logit (added before the tanh) or pixel (divided by tanh's slope; see docs/method.md). [default: logit]",
 )
 @click.option("--linear-filter", type=click.IntRange(min=0), default=None, help="With --input-skip, size k of a learnable k x k filter of the input added to the edit; 0 = none. [default: 0]")
-@click.option("--fidelity", type=click.Choice(FIDELITIES), default=None, help="Generator's fidelity term: the paper's pixel MSE (weight --beta), 1 - SSIM (weight --ssim-weight), or both. [default: ssim]")
+@click.option("--fidelity", type=click.Choice(FIDELITIES), default=None, help="Generator's fidelity term: the paper's pixel MSE (weight --beta), 1 - SSIM (weight --ssim-weight), or both. [default: mse]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper used 0.02; see docs/method.md). [default: 0.001]")
 @click.option(
     "--beta-scaling",
@@ -92,7 +92,7 @@ Examples:
 )
 @click.option("--ssim-target", type=click.FloatRange(0, 1), default=None, help="SSIM an epoch must reach to be chosen as final. [default: 0.97]")
 @click.option("--ssim-weight", type=click.FloatRange(min=0), default=None, help="Weight of the 1 - SSIM(X, G(X)) fidelity term (--fidelity ssim or mse+ssim). [default: 20]")
-@click.option("--ssim-setpoint", type=click.FloatRange(0, 1, max_open=True), default=None, help="Scale the fidelity term every step to hold the batch SSIM here (0 = fixed weights). [default: 0.975]")
+@click.option("--ssim-setpoint", type=click.FloatRange(0, 1, max_open=True), default=None, help="Scale the fidelity term every step to hold the batch SSIM here (0 = fixed weights). [default: 0]")
 @click.option("--beta-rate", type=click.FloatRange(min=0), default=None, help="Gain of the --ssim-setpoint controller per step. [default: 0.05]")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="auto = mixed_float16 on a GPU, else float32. [default: auto]")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="tf.distribute strategy (multiworker reads TF_CONFIG). [default: auto]")

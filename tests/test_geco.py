@@ -195,9 +195,7 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
     config = json.loads((out / "config.json").read_text())
     assert config["resolved"]["beta_effective"] == pytest.approx(DEFAULTS["beta"] * 512**2 / 32**2)
     assert config["resolved"]["classifier_padding"] == "same"
-    assert config["resolved"]["fidelity_terms"] == {"pixel_mse": False, "ssim_weight": DEFAULTS["ssim_weight"]}
-    rows = list(csv.DictReader(lines))
-    assert all(0.0 < float(r["gen_ssim"]) <= 1.0 and float(r["beta_scale"]) > 0.0 for r in rows)
+    assert config["resolved"]["fidelity_terms"] == {"pixel_mse": True, "ssim_weight": 0.0}  # the paper's loss
     for key in ("target", "classes", "n_test", "accuracy_cotrained", "chance", "ssim", "psnr", "per_modality",
                 "confusion_cotrained", "best_epoch"):
         assert key in metrics
@@ -210,9 +208,18 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
         train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
 
 
+def test_ssim_fidelity_run_records_its_terms_and_controller(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "ssim"
+    train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["fidelity_terms"] == {"pixel_mse": False, "ssim_weight": DEFAULTS["ssim_weight"]}
+    rows = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
+    assert all(0.0 < float(r["gen_ssim"]) <= 1.0 and float(r["beta_scale"]) > 0.0 for r in rows)
+
+
 def test_a_run_from_before_the_fidelity_option_resumes_with_the_papers_loss(tiny_data, tmp_path):  # noqa: F811
     out = tmp_path / "old"
-    train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
+    train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
     config = json.loads((out / "config.json").read_text())
     for key in ("fidelity", "ssim_weight", "ssim_setpoint", "beta_rate"):
         del config["options"][key]  # as written before these options existed
