@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from geco_tf.evaluation.metrics import psnr, ssim
 
-#: The SSIM controller keeps beta within e^-3 .. e^3 (x0.05 .. x20) of the configured value.
+#: The SSIM controller keeps the fidelity weights within e^-3 .. e^3 (x0.05 .. x20) of their configured values.
 BETA_LOG_RANGE = 3.0
 
 PACKAGE = "geco_tf"
@@ -72,10 +72,11 @@ class GECO(keras.Model):
             (0 = the paper's loss). MSE spreads the edit wherever it is cheapest in squared
             pixels; the fidelity the acceptance measures is SSIM, which forgives some edits
             (a smooth change of local brightness) far more than others (new local structure).
-        ssim_setpoint: if set, beta follows a controller instead of staying fixed: every step
-            ``log(beta / beta_0) += beta_rate * (setpoint - SSIM_batch) / (1 - setpoint)``
-            (clipped to +-``BETA_LOG_RANGE``), so the pixel term tightens when the batch's SSIM
-            falls below the set-point and relaxes above it. A fixed beta lets SSIM drift down
+        ssim_setpoint: if set, the fidelity terms' weights (``beta``, ``ssim_weight``) follow a
+            controller instead of staying fixed: every step after the warm-up
+            ``log s += beta_rate * (setpoint - SSIM_batch) / (1 - setpoint)`` (clipped to
+            +-``BETA_LOG_RANGE``) and both weights are multiplied by ``s``, so fidelity tightens
+            when the batch's SSIM falls below the set-point and relaxes above it. A fixed beta lets SSIM drift down
             as the classifier hardens; the controller holds the fidelity the user asked for and
             lets the game spend exactly that budget.
         beta_rate: the controller's gain per step.
