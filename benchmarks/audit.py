@@ -27,12 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     import json
     from pathlib import Path
 
-    import numpy as np
-
     from geco_tf.data.dataset import open_dataset
     from geco_tf.data.pipeline import load_split_arrays
-    from geco_tf.evaluation.audit import audit_accuracy, generate, wilson_interval
+    from geco_tf.evaluation.audit import audit_accuracy, generate
     from geco_tf.evaluation.probes import fit_predict_fourier
+    from geco_tf.evaluation.stats import accuracy_ci
     from geco_tf.export.load import load_generator
 
     target = args.target or json.loads((Path(args.run) / "config.json").read_text())["target"]
@@ -40,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     generator = load_generator(args.run)
     x_train, y_train, _ = load_split_arrays(data, "train", target)
     x_test, y_test, _ = load_split_arrays(data, "test", target)
-    correct = int(np.sum(fit_predict_fourier(generate(generator, x_train), y_train, generate(generator, x_test)) == y_test))
-    low, high = wilson_interval(correct, len(y_test))
-    print(f"{args.run}: Fourier audit {correct / len(y_test):.3f} [{low:.3f}, {high:.3f}] n_test {len(y_test)}", flush=True)
+    fourier = accuracy_ci(y_test, fit_predict_fourier(generate(generator, x_train), y_train, generate(generator, x_test)))
+    low, high = fourier["ci95"]
+    print(f"{args.run}: Fourier audit {fourier['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {len(y_test)}", flush=True)
     dds = audit_accuracy(generator, data, target, seed=args.seed)
     low, high = dds["ci95"]
     print(

@@ -72,7 +72,7 @@ class GECO(keras.Model):
             (0 = the paper's loss). MSE spreads the edit wherever it is cheapest in squared
             pixels; the fidelity the acceptance measures is SSIM, which forgives some edits
             (a smooth change of local brightness) far more than others (new local structure).
-        ssim_setpoint: if set, the fidelity terms' weights (``beta``, ``ssim_weight``) follow a
+        ssim_setpoint: if > 0, the fidelity terms' weights (``beta``, ``ssim_weight``) follow a
             controller instead of staying fixed: every step after the warm-up
             ``log s += beta_rate * (setpoint - SSIM_batch) / (1 - setpoint)`` (clipped to
             +-``BETA_LOG_RANGE``) and both weights are multiplied by ``s``, so fidelity tightens
@@ -101,7 +101,7 @@ class GECO(keras.Model):
         image_size: int | None = None,
         seed: int = 0,
         ssim_weight: float = 0.0,
-        ssim_setpoint: float | None = None,
+        ssim_setpoint: float = 0.0,
         beta_rate: float = 0.05,
         **kwargs,
     ) -> None:
@@ -127,7 +127,7 @@ class GECO(keras.Model):
         self.image_size = image_size
         self.seed = int(seed)
         self.ssim_weight = float(ssim_weight)
-        self.ssim_setpoint = None if ssim_setpoint is None else float(ssim_setpoint)
+        self.ssim_setpoint = float(ssim_setpoint)
         self.beta_rate = float(beta_rate)
         # Game state that must survive a resume: the step counter drives warm-up and the
         # pool's random stream; the pool itself is the classifier's memory.
@@ -357,7 +357,7 @@ class GECO(keras.Model):
             if self.use_mse:
                 per_image = per_image + scale * self.beta * pix
             # SSIM only when a term or the controller needs it: it adds a blur pass to every step
-            batch_ssim = ssim(x, g) if self.ssim_weight or self.ssim_setpoint is not None else None
+            batch_ssim = ssim(x, g) if self.ssim_weight or self.ssim_setpoint else None
             if self.ssim_weight:
                 per_image = per_image + scale * self.ssim_weight * (1.0 - batch_ssim)
             if self.discriminator is not None:
@@ -370,7 +370,7 @@ class GECO(keras.Model):
             grads = g_tape.gradient(scaled, self.generator.trainable_variables)
             self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         self.step_counter.assign_add(1)
-        if self.ssim_setpoint is not None:
+        if self.ssim_setpoint:
             error = (self.ssim_setpoint - _global_mean(batch_ssim)) / (1.0 - self.ssim_setpoint)
             self.log_beta_scale.assign(
                 tf.clip_by_value(self.log_beta_scale + adv_on * self.beta_rate * error, -BETA_LOG_RANGE, BETA_LOG_RANGE)
@@ -386,7 +386,7 @@ class GECO(keras.Model):
         }
         if batch_ssim is not None:
             out["gen_ssim"] = tf.reduce_mean(batch_ssim)
-        if self.ssim_setpoint is not None:
+        if self.ssim_setpoint:
             out["beta_scale"] = scale
         if self.discriminator is not None:
             out["disc_loss"] = disc_loss * replicas

@@ -87,9 +87,6 @@ DEFAULTS: dict = {
     "seed": 0,
 }
 
-#: What a run stored before ``fidelity`` existed was playing: the paper's pixel term, fixed beta.
-BEFORE_FIDELITY_OPTION = {"fidelity": "mse", "ssim_weight": 0.0, "ssim_setpoint": 0.0}
-
 #: Options a resumed run may change (everything else comes from the stored config).
 RESUMABLE_OVERRIDES = ("epochs", "time_budget_minutes")
 
@@ -188,7 +185,7 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
         image_size=size,
         seed=options["seed"],
         ssim_weight=options["ssim_weight_resolved"],
-        ssim_setpoint=options["ssim_setpoint"] or None,
+        ssim_setpoint=options["ssim_setpoint"],
         beta_rate=options["beta_rate"],
     )
     policy = options["precision_resolved"]
@@ -308,8 +305,7 @@ def train_geco(
     if resume:
         stored = run.read_config()
         overrides = {k: v for k, v in options.items() if k in RESUMABLE_OVERRIDES and v is not None}
-        legacy = BEFORE_FIDELITY_OPTION if "fidelity" not in stored["options"] else {}
-        opts = {**DEFAULTS, **legacy, **stored["options"], **overrides}
+        opts = {**DEFAULTS, **stored["options"], **overrides}
         data_dir = stored["data"]
         target = stored["target"]
     else:
