@@ -51,6 +51,7 @@ Examples:
     help="With --input-skip, the units of the U-Net's edit: logit (added before the tanh) or pixel (divided by tanh's slope; see docs/method.md). [default: logit]",
 )
 @click.option("--linear-filter", type=click.IntRange(min=0), default=None, help="With --input-skip, size k of a learnable k x k filter of the input added to the edit; 0 = none. [default: 0]")
+@click.option("--noise-channels", type=click.IntRange(min=0), default=None, help="U-Net only: standard-normal channels drawn on every call and given to the generator beside the image, so it can write noise texture a scanner lacks (0 = deterministic; docs/method.md). [default: 0]")
 @click.option("--fidelity", type=click.Choice(FIDELITIES), default=None, help="Generator's fidelity term: the paper's pixel MSE (weight --beta), 1 - SSIM (weight --ssim-weight), or both. [default: mse]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper used 0.02; see docs/method.md). [default: 0.001]")
 @click.option(

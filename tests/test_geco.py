@@ -217,6 +217,19 @@ def test_ssim_fidelity_run_records_its_terms_and_controller(tiny_data, tmp_path)
     assert all(0.0 < float(r["gen_ssim"]) <= 1.0 and float(r["beta_scale"]) > 0.0 for r in rows)
 
 
+def test_noise_channel_run_saves_a_stochastic_generator(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "noise"
+    train_geco(tiny_data, out, epochs=1, progress=False, noise_channels=1, **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["noise_channels"] == 1
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    assert gen.noise_channels == 1
+    x = np.tanh(np.random.default_rng(0).standard_normal((2, 32, 32, 1))).astype(np.float32)
+    z = np.zeros((2, 32, 32, 1), np.float32)
+    np.testing.assert_array_equal(np.asarray(gen(x, noise=z)), np.asarray(gen(x, noise=z)))
+    assert np.isfinite(np.asarray(gen(x))).all()
+
+
 def test_a_run_from_before_the_fidelity_option_resumes_with_the_papers_loss(tiny_data, tmp_path):  # noqa: F811
     out = tmp_path / "old"
     train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
@@ -283,6 +296,7 @@ def bad_data(tmp_path_factory):
         ("empty", [], "not a dataset directory"),
         ("one", [], "need at least 2"),
         ("tiny8", ["--classifier", "dds"], "--classifier maxpool"),
+        ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--noise-channels", "1"], "--noise-channels"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, message):

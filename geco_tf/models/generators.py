@@ -94,6 +94,14 @@ class UNetGenerator(keras.Model):
             largely k-space filters (acquired matrix, apodisation), whose inverse or common
             denominator is a linear filter; the U-Net, whose every layer is normalised per image,
             can only approximate one. Here it is one layer the game can tune directly.
+        noise_channels: number of standard-normal channels drawn afresh on every call and given
+            to the U-Net beside the image (0 = none, a deterministic generator). Most scanner
+            signatures are noise texture (parallel-imaging g-factor, homodyne real-valued noise,
+            vendor denoising, a masked background, noise-free zero-filled k-space bands); a
+            deterministic network can only reshape or remove the noise an image already has,
+            never add an independent realisation where a vendor has none. With noise channels
+            it can. ``call(x, noise=z)`` takes a given draw instead (tests, reproducible runs);
+            otherwise the draw follows TensorFlow's global seed.
     """
 
     def __init__(
@@ -104,6 +112,7 @@ class UNetGenerator(keras.Model):
         input_skip: bool = False,
         edit_space: str = "logit",
         linear_filter: int = 0,
+        noise_channels: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -115,6 +124,7 @@ class UNetGenerator(keras.Model):
         self.input_skip = input_skip
         self.edit_space = edit_space
         self.linear_filter = int(linear_filter)
+        self.noise_channels = int(noise_channels)
         self.filter = (
             layers.Conv2D(1, self.linear_filter, padding="same", use_bias=False, kernel_initializer="zeros", name="filter")
             if self.linear_filter and input_skip
@@ -132,8 +142,13 @@ class UNetGenerator(keras.Model):
         self.head = layers.Conv2D(1, 1, kernel_initializer=init, name="head")
         self.out_act = layers.Activation("tanh", dtype="float32", name="tanh")
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, noise=None):
         inputs = x
+        if self.noise_channels:
+            if noise is None:
+                shape = tf.concat([tf.shape(x)[:3], [self.noise_channels]], axis=0)
+                noise = tf.random.normal(shape, dtype=x.dtype)
+            x = tf.concat([x, tf.cast(noise, x.dtype)], axis=-1)
         x, h, w = _pad_to_multiple(x, 2**self.depth)
         skips = []
         for block, pool in zip(self.down_blocks, self.pools):
@@ -162,6 +177,7 @@ class UNetGenerator(keras.Model):
             "input_skip": self.input_skip,
             "edit_space": self.edit_space,
             "linear_filter": self.linear_filter,
+            "noise_channels": self.noise_channels,
         }
 
 

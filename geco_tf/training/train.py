@@ -54,6 +54,7 @@ DEFAULTS: dict = {
     "input_skip": True,
     "edit_space": "logit",
     "linear_filter": 0,
+    "noise_channels": 0,
     "fidelity": "mse",
     "beta": 0.001,
     "beta_scaling": "area",
@@ -141,8 +142,13 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
     gen_kwargs = {"base_filters": options["base_filters"], "depth": options["depth"]}
     if gen_kind == "unet":
         gen_kwargs.update(
-            input_skip=options["input_skip"], edit_space=options["edit_space"], linear_filter=options["linear_filter"]
+            input_skip=options["input_skip"],
+            edit_space=options["edit_space"],
+            linear_filter=options["linear_filter"],
+            noise_channels=options["noise_channels"],
         )
+    elif options["noise_channels"]:
+        raise UserError(f"--noise-channels: only the U-Net generator takes noise, not --generator {gen_kind}")
     if gen_kind == "multi-residual":
         gen_kwargs = {"filters": 2 * options["base_filters"]}
     try:
