@@ -140,3 +140,19 @@ def test_frozen_backbone_config_round_trip_freezes_its_sublayers():
     trainable = ConvBackbone.from_config({**config, "trainable": True})
     trainable(X)
     assert all(w.trainable for w in trainable.weights if "moving" not in w.path)
+
+
+@pytest.mark.parametrize("kind", ["dds", "maxpool"])
+def test_classifier_saved_with_a_frozen_backbone_reloads_frozen(tmp_path, kind):
+    """Fine-tuning a head on a frozen backbone, saving, and loading must not thaw the backbone
+    (it would then train and update its batch-norm statistics on the next fit)."""
+    model = build_classifier(kind, 4, 64)
+    model(X)
+    model.backbone.trainable = False
+    frozen_count = len(model.trainable_weights)
+    assert frozen_count < len(model.weights)
+    model.save(tmp_path / "frozen.keras")
+    again = keras.models.load_model(tmp_path / "frozen.keras")
+    assert not again.backbone.trainable and len(again.trainable_weights) == frozen_count
+    np.testing.assert_array_equal(np.asarray(again(X)), np.asarray(model(X)))
+    assert build_classifier(kind, 4, 64).get_config()["backbone_trainable"] is True

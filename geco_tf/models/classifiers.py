@@ -96,6 +96,9 @@ class DDSClassifier(keras.Model):
         padding: 'valid' (DeepDicomSort) or 'same' (small images); see :func:`choose_padding`.
         prelu_shared_axes: None for per-position alphas (DeepDicomSort), [1, 2] for per-channel.
         dropout: dropout rate before each dense block.
+        backbone_trainable: False freezes the convolutional backbone (fine-tuning the head on
+            pretrained features); ``get_config`` records the backbone's current state, so a
+            classifier saved with a frozen backbone reloads frozen.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class DDSClassifier(keras.Model):
         prelu_shared_axes: list[int] | None = None,
         dense_units: int = 1024,
         dropout: float = 0.5,
+        backbone_trainable: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,7 +117,7 @@ class DDSClassifier(keras.Model):
         self.prelu_shared_axes = prelu_shared_axes
         self.dense_units = dense_units
         self.dropout_rate = dropout
-        self.backbone = ConvBackbone(padding, prelu_shared_axes, name="backbone")
+        self.backbone = ConvBackbone(padding, prelu_shared_axes, trainable=backbone_trainable, name="backbone")
         self.flatten = layers.Flatten(name="flatten")
         self.dropout1 = layers.Dropout(dropout, name="dropout1")
         self.dense1 = layers.Dense(dense_units, name="dense1")
@@ -138,23 +142,31 @@ class DDSClassifier(keras.Model):
             "prelu_shared_axes": self.prelu_shared_axes,
             "dense_units": self.dense_units,
             "dropout": self.dropout_rate,
+            "backbone_trainable": self.backbone.trainable,
         }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class MaxPoolClassifier(keras.Model):
     """The DeepDicomSort convolutions followed by global max pooling: any image size works,
-    as long as features are not vastly larger or smaller than in training (paper 3.1.1)."""
+    as long as features are not vastly larger or smaller than in training (paper 3.1.1).
+    ``backbone_trainable`` as in :class:`DDSClassifier`."""
 
     def __init__(
-        self, num_classes: int, padding: str = "same", dense_units: int = 1024, dropout: float = 0.5, **kwargs
+        self,
+        num_classes: int,
+        padding: str = "same",
+        dense_units: int = 1024,
+        dropout: float = 0.5,
+        backbone_trainable: bool = True,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.padding = padding
         self.dense_units = dense_units
         self.dropout_rate = dropout
-        self.backbone = ConvBackbone(padding, [1, 2], name="backbone")
+        self.backbone = ConvBackbone(padding, [1, 2], trainable=backbone_trainable, name="backbone")
         self.pool = layers.GlobalMaxPooling2D(name="global_max")
         self.dense1 = layers.Dense(dense_units, activation="relu", name="dense1")
         self.dropout = layers.Dropout(dropout, name="dropout")
@@ -174,6 +186,7 @@ class MaxPoolClassifier(keras.Model):
             "padding": self.padding,
             "dense_units": self.dense_units,
             "dropout": self.dropout_rate,
+            "backbone_trainable": self.backbone.trainable,
         }
 
 
