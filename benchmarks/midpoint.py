@@ -1,0 +1,131 @@
+"""Is there a vendor-free image within the SSIM bar, and can a generator compute it from one scan?
+
+The built-in simulator can render the same anatomy through every manufacturer's acquisition, which
+real data cannot. Two measurements use that:
+
+1. **Midpoint.** For each manufacturer, SSIM between its render of a slice and the mean of the four
+   manufacturers' renders of the same slice (independent noise). The mean depends on the anatomy
+   only, so it carries no manufacturer at all; if it lies within SSIM 0.97 of every render, an
+   image that passes the acquisition bar (audit <= 0.40 at SSIM >= 0.97) *exists* for each input.
+   Printed beside it: the same manufacturer with a new noise draw (what noise alone costs).
+2. **Paired oracle** (``--paired``). GECO's U-Net (defaults: depth 3, 16 filters, input skip),
+   trained with supervision -- pixel MSE to that midpoint, on subjects of another seed than the
+   dataset's -- then measured on the dataset's test split like a GECO run: SSIM, PSNR, the Fourier
+   probe and the converged DDS audit. It asks whether the midpoint can be *computed* from one
+   manufacturer's image. (The regression answer is the conditional mean, which keeps what the
+   input's manufacturer could not see -- e.g. the detail a smaller acquired matrix lost -- out of
+   the output, so some manufacturer information may survive even here.)
+
+    python benchmarks/midpoint.py                       # midpoint only, ~1 min
+    python benchmarks/midpoint.py --paired --data DATA  # + paired oracle, ~15 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+PAIRED_SEED = 4321  # subjects of the oracle's training set: not the dataset's (seed 0)
+
+
+def renders(subjects: int, seed: int, size: int, draw: int) -> dict[str, np.ndarray]:
+    """Every manufacturer's render of the same slices (8 per subject), noise draw ``draw``."""
+    from geco_tf.data.synth import MANUFACTURERS, SimSubject, subject_strata
+
+    out: dict[str, list] = {m: [] for m in MANUFACTURERS}
+    for index, (manufacturer, field_strength) in enumerate(subject_strata(subjects)):
+        sim = SimSubject(index, seed, manufacturer, field_strength)
+        for modality, slice_index in sim.slice_plan(8):
+            for v, vendor in enumerate(MANUFACTURERS):
+                rng = np.random.default_rng([seed, index, slice_index, v, draw])
+                out[vendor].append(sim.render(modality, slice_index, size, manufacturer=vendor, rng=rng)[0])
+    return {m: np.stack(images)[..., None].astype(np.float32) for m, images in out.items()}
+
+
+def midpoint_ssim(subjects: int, seed: int, size: int) -> dict[str, dict[str, float]]:
+    """Per manufacturer: mean SSIM to the four-manufacturer mean and to itself with new noise."""
+    from geco_tf.evaluation.metrics import fidelity
+
+    first, second = renders(subjects, seed, size, draw=1), renders(subjects, seed, size, draw=2)
+    midpoint = np.mean(list(second.values()), axis=0)
+    return {
+        m: {
+            "to_midpoint": float(fidelity(first[m], midpoint)["ssim"].mean()),
+            "new_noise": float(fidelity(first[m], second[m])["ssim"].mean()),
+        }
+        for m in first
+    }
+
+
+def paired_oracle(data_dir: str, subjects: int, size: int, epochs: int, seed: int = 0) -> dict:
+    """Train the U-Net to map each render to the midpoint; measure it on the dataset's test split."""
+    import keras
+
+    from geco_tf.data.dataset import open_dataset
+    from geco_tf.data.pipeline import load_split_arrays
+    from geco_tf.evaluation.audit import audit_accuracy, generate
+    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.evaluation.probes import fit_predict_fourier
+    from geco_tf.evaluation.stats import accuracy_ci
+    from geco_tf.models.generators import UNetGenerator
+
+    first, second = renders(subjects, PAIRED_SEED, size, draw=1), renders(subjects, PAIRED_SEED, size, draw=2)
+    midpoint = np.mean(list(second.values()), axis=0)
+    x = np.concatenate(list(first.values()))
+    y = np.concatenate([midpoint] * len(first))
+    keras.utils.set_random_seed(seed)
+    generator = UNetGenerator(depth=3, base_filters=16, input_skip=True)
+    generator.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    generator.fit(x, y, batch_size=32, epochs=epochs, shuffle=True, verbose=2)
+
+    data = open_dataset(data_dir)
+    x_train, y_train, _ = load_split_arrays(data, "train", "manufacturer")
+    x_test, y_test, _ = load_split_arrays(data, "test", "manufacturer")
+    g_test = generate(generator, x_test)
+    fourier = accuracy_ci(y_test, fit_predict_fourier(generate(generator, x_train), y_train, g_test))
+    audit = audit_accuracy(generator, data, "manufacturer", seed=seed)
+    fid = fidelity(x_test, g_test)
+    return {
+        "pairs": len(x),
+        "ssim": float(fid["ssim"].mean()),
+        "psnr": float(fid["psnr"].mean()),
+        "fourier": fourier,
+        "dds": audit,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=32, help="subjects for the midpoint SSIM (8 slices each)")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="simulator seed of the midpoint subjects")
+    parser.add_argument("--paired", action="store_true", help="also train and audit the paired oracle")
+    parser.add_argument("--data", help="dataset directory for the paired oracle's test (default synth)")
+    parser.add_argument("--paired-subjects", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    start = time.monotonic()
+    print(f"SSIM (design's definition), {args.subjects} subjects x 8 slices, size {args.size}:")
+    for manufacturer, row in midpoint_ssim(args.subjects, args.seed, args.size).items():
+        print(f"  {manufacturer:20s} to the 4-manufacturer mean {row['to_midpoint']:.4f}   "
+              f"same manufacturer, new noise {row['new_noise']:.4f}")
+    print(f"({time.monotonic() - start:.0f} s)", flush=True)
+    if args.paired:
+        if not args.data:
+            parser.error("--paired needs --data (a dataset from `geco-tf synth`)")
+        result = paired_oracle(args.data, args.paired_subjects, args.size, args.epochs)
+        fourier, dds = result["fourier"], result["dds"]
+        print(f"paired oracle ({result['pairs']} pairs, {args.epochs} epochs): test SSIM {result['ssim']:.4f} "
+              f"PSNR {result['psnr']:.2f}")
+        print(f"  Fourier audit {fourier['accuracy']:.3f} [{fourier['ci95'][0]:.3f}, {fourier['ci95'][1]:.3f}]")
+        print(f"  DDS audit {dds['accuracy']:.3f} [{dds['ci95'][0]:.3f}, {dds['ci95'][1]:.3f}] "
+              f"(best epoch {dds['best_epoch']} of {dds['epochs_run']}; chance {dds['chance']:.2f})")
+        print(f"({time.monotonic() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
