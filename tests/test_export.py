@@ -224,7 +224,9 @@ def test_every_generator_kind_exports(kind, tmp_path):
 
 def test_noise_channel_generator_draws_its_noise_in_serving_and_litert(tmp_path):
     """A generator trained with --noise-channels exports with its random draw inside the graph:
-    the SavedModel and the LiteRT model give a fresh draw per request, finite and in range."""
+    the SavedModel gives a fresh draw per request, a LiteRT interpreter one per invocation.
+    (Converted under a global seed, as in this suite, every new interpreter starts the same
+    sequence of draws: the op carries a fixed seed.)"""
     from geco_tf.export.saved_model import ServingModule
     from geco_tf.export.tflite import export_tflite, run_tflite
 
@@ -236,8 +238,8 @@ def test_noise_channel_generator_draws_its_noise_in_serving_and_litert(tmp_path)
     first, second = (module.serve(tf.constant(x))[OUTPUT_NAME].numpy() for _ in range(2))
     assert np.isfinite(first).all() and np.abs(first - second).max() > 0
     path = export_tflite(generator, tmp_path / "noise.tflite", size=32)
-    lite_first, lite_second = run_tflite(path, x), run_tflite(path, x)
-    assert lite_first.shape == x.shape and np.isfinite(lite_first).all()
+    lite_first, lite_second = run_tflite(path, np.concatenate([x, x]))  # one interpreter, two invocations
+    assert lite_first.shape == x.shape[1:] and np.isfinite(lite_first).all()
     assert np.abs(lite_first - lite_second).max() > 0
 
 
