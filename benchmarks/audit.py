@@ -16,6 +16,30 @@ from __future__ import annotations
 import argparse
 
 
+def fresh_audits(generator, data, target: str, seed: int = 0) -> dict:
+    """The report's two fresh audits of ``generator`` on the dataset ``data`` (a ``DatasetInfo``):
+    ``fourier`` (``stats.accuracy_ci`` of the Fourier-magnitude probe), ``dds``
+    (``audit.audit_accuracy``), and the fidelity of G(test) to the originals (mean ``ssim``,
+    ``psnr``)."""
+    from geco_tf.data.pipeline import load_split_arrays
+    from geco_tf.evaluation.audit import audit_accuracy, generate
+    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.evaluation.probes import fit_predict_fourier
+    from geco_tf.evaluation.stats import accuracy_ci
+
+    x_train, y_train, _ = load_split_arrays(data, "train", target)
+    x_test, y_test, _ = load_split_arrays(data, "test", target)
+    g_test = generate(generator, x_test)
+    fourier = accuracy_ci(y_test, fit_predict_fourier(generate(generator, x_train), y_train, g_test))
+    fid = fidelity(x_test, g_test)
+    return {
+        "fourier": fourier,
+        "dds": audit_accuracy(generator, data, target, seed=seed),
+        "ssim": float(fid["ssim"].mean()),
+        "psnr": float(fid["psnr"].mean()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -28,21 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from geco_tf.data.dataset import open_dataset
-    from geco_tf.data.pipeline import load_split_arrays
-    from geco_tf.evaluation.audit import audit_accuracy, generate
-    from geco_tf.evaluation.probes import fit_predict_fourier
-    from geco_tf.evaluation.stats import accuracy_ci
     from geco_tf.export.load import load_generator
 
     target = args.target or json.loads((Path(args.run) / "config.json").read_text())["target"]
-    data = open_dataset(args.data)
-    generator = load_generator(args.run)
-    x_train, y_train, _ = load_split_arrays(data, "train", target)
-    x_test, y_test, _ = load_split_arrays(data, "test", target)
-    fourier = accuracy_ci(y_test, fit_predict_fourier(generate(generator, x_train), y_train, generate(generator, x_test)))
+    result = fresh_audits(load_generator(args.run), open_dataset(args.data), target, seed=args.seed)
+    fourier, dds = result["fourier"], result["dds"]
     low, high = fourier["ci95"]
-    print(f"{args.run}: Fourier audit {fourier['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {len(y_test)}", flush=True)
-    dds = audit_accuracy(generator, data, target, seed=args.seed)
+    print(f"{args.run}: Fourier audit {fourier['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {fourier['n']}", flush=True)
     low, high = dds["ci95"]
     print(
         f"{args.run}: DDS audit {dds['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {dds['n_test']} "

@@ -44,12 +44,18 @@ def renders(subjects: int, seed: int, size: int, draw: int) -> dict[str, np.ndar
     return {m: np.stack(images)[..., None].astype(np.float32) for m, images in out.items()}
 
 
+def renders_and_midpoint(subjects: int, seed: int, size: int) -> tuple[dict, dict, np.ndarray]:
+    """Two independent noise draws of every manufacturer's renders, and the four-manufacturer
+    mean of the second draw (the manufacturer-free image of each slice)."""
+    first, second = renders(subjects, seed, size, draw=1), renders(subjects, seed, size, draw=2)
+    return first, second, np.mean(list(second.values()), axis=0)
+
+
 def midpoint_ssim(subjects: int, seed: int, size: int) -> dict[str, dict[str, float]]:
     """Per manufacturer: mean SSIM to the four-manufacturer mean and to itself with new noise."""
     from geco_tf.evaluation.metrics import fidelity
 
-    first, second = renders(subjects, seed, size, draw=1), renders(subjects, seed, size, draw=2)
-    midpoint = np.mean(list(second.values()), axis=0)
+    first, second, midpoint = renders_and_midpoint(subjects, seed, size)
     return {
         m: {
             "to_midpoint": float(fidelity(first[m], midpoint)["ssim"].mean()),
@@ -60,40 +66,22 @@ def midpoint_ssim(subjects: int, seed: int, size: int) -> dict[str, dict[str, fl
 
 
 def paired_oracle(data_dir: str, subjects: int, size: int, epochs: int, seed: int = 0) -> dict:
-    """Train the U-Net to map each render to the midpoint; measure it on the dataset's test split."""
+    """Train the U-Net to map each render to the midpoint; measure it on the dataset's test split
+    with ``benchmarks/audit.py``'s :func:`fresh_audits` (fidelity, Fourier probe, DDS audit)."""
     import keras
+    from audit import fresh_audits
 
     from geco_tf.data.dataset import open_dataset
-    from geco_tf.data.pipeline import load_split_arrays
-    from geco_tf.evaluation.audit import audit_accuracy, generate
-    from geco_tf.evaluation.metrics import fidelity
-    from geco_tf.evaluation.probes import fit_predict_fourier
-    from geco_tf.evaluation.stats import accuracy_ci
     from geco_tf.models.generators import UNetGenerator
 
-    first, second = renders(subjects, PAIRED_SEED, size, draw=1), renders(subjects, PAIRED_SEED, size, draw=2)
-    midpoint = np.mean(list(second.values()), axis=0)
+    first, _, midpoint = renders_and_midpoint(subjects, PAIRED_SEED, size)
     x = np.concatenate(list(first.values()))
     y = np.concatenate([midpoint] * len(first))
     keras.utils.set_random_seed(seed)
     generator = UNetGenerator(depth=3, base_filters=16, input_skip=True)
     generator.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     generator.fit(x, y, batch_size=32, epochs=epochs, shuffle=True, verbose=2)
-
-    data = open_dataset(data_dir)
-    x_train, y_train, _ = load_split_arrays(data, "train", "manufacturer")
-    x_test, y_test, _ = load_split_arrays(data, "test", "manufacturer")
-    g_test = generate(generator, x_test)
-    fourier = accuracy_ci(y_test, fit_predict_fourier(generate(generator, x_train), y_train, g_test))
-    audit = audit_accuracy(generator, data, "manufacturer", seed=seed)
-    fid = fidelity(x_test, g_test)
-    return {
-        "pairs": len(x),
-        "ssim": float(fid["ssim"].mean()),
-        "psnr": float(fid["psnr"].mean()),
-        "fourier": fourier,
-        "dds": audit,
-    }
+    return {"pairs": len(x), **fresh_audits(generator, open_dataset(data_dir), "manufacturer", seed=seed)}
 
 
 def main(argv: list[str] | None = None) -> int:
