@@ -132,6 +132,25 @@ def test_ssim_setpoint_raises_beta_below_it_and_lowers_it_above(setpoint, direct
     assert direction * (scales[-1] - 1.0) > 0  # and later steps used the moved beta
 
 
+def test_the_ssim_controllers_state_is_checkpointed_for_resume(tmp_path):
+    """A resumed ``--ssim-setpoint`` run continues with the beta its controller had reached,
+    not from the configured beta again."""
+    from geco_tf.training.run import make_checkpoint
+
+    keras.utils.set_random_seed(4)
+    model = _game(ssim_setpoint=0.9999, beta_rate=0.1, input_skip=True)
+    step = tf.function(model.train_step)
+    for _ in range(3):
+        step(_batch(4))
+    moved = float(model.log_beta_scale.numpy())
+    assert moved > 0
+    path = make_checkpoint(model, tf.Variable(1, dtype=tf.int64)).write(str(tmp_path / "ckpt"))
+    fresh = _game(ssim_setpoint=0.9999, beta_rate=0.1, input_skip=True)
+    assert float(fresh.log_beta_scale.numpy()) == 0.0
+    make_checkpoint(fresh, tf.Variable(0, dtype=tf.int64)).read(path).assert_existing_objects_matched()
+    assert float(fresh.log_beta_scale.numpy()) == pytest.approx(moved)
+
+
 def test_mixed_float16_steps_are_finite_and_variables_stay_float32():
     keras.utils.set_random_seed(2)
     model = _game("mixed_float16", pool_size=16)

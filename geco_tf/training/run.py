@@ -127,7 +127,8 @@ def network_parts(model) -> dict:
 
 def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
     """Everything a resumed run needs: the networks, their optimizers, the epoch counter and the
-    game state (step counter that drives warm-up and the pool's random stream; the pool)."""
+    game state (step counter that drives warm-up and the pool's random stream; the pool; the
+    SSIM controller's beta scale, with ``--ssim-setpoint``)."""
     parts = {
         **network_parts(model),
         "g_optimizer": model.g_optimizer,
@@ -141,6 +142,8 @@ def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
         parts["s_optimizer"] = model.s_optimizer
     if model.pool_size:
         parts.update(pool_images=model.pool_images, pool_labels=model.pool_labels, pool_count=model.pool_count)
+    if model.ssim_setpoint:  # only then: checkpoints of runs without the controller stay loadable
+        parts["beta_scale"] = model.log_beta_scale
     return tf.train.Checkpoint(**parts)
 
 
