@@ -30,18 +30,56 @@ import numpy as np
 PAIRED_SEED = 4321  # subjects of the oracle's training set: not the dataset's (seed 0)
 
 
-def renders(subjects: int, seed: int, size: int, draw: int) -> dict[str, np.ndarray]:
-    """Every manufacturer's render of the same slices (8 per subject), noise draw ``draw``."""
+def renders(
+    subjects: int, seed: int, size: int, draw: int, acquisitions: dict[str, dict | None] | None = None
+) -> dict[str, np.ndarray]:
+    """Every manufacturer's render of the same slices (8 per subject), noise draw ``draw``; or,
+    with ``acquisitions`` (name -> vendor parameters, None for a manufacturer's own), each of
+    those acquisitions' renders of the same slices."""
     from geco_tf.data.synth import MANUFACTURERS, SimSubject, subject_strata
 
-    out: dict[str, list] = {m: [] for m in MANUFACTURERS}
+    acquisitions = acquisitions or dict.fromkeys(MANUFACTURERS)
+    out: dict[str, list] = {name: [] for name in acquisitions}
     for index, (manufacturer, field_strength) in enumerate(subject_strata(subjects)):
         sim = SimSubject(index, seed, manufacturer, field_strength)
         for modality, slice_index in sim.slice_plan(8):
-            for v, vendor in enumerate(MANUFACTURERS):
+            for v, (name, params) in enumerate(acquisitions.items()):
                 rng = np.random.default_rng([seed, index, slice_index, v, draw])
-                out[vendor].append(sim.render(modality, slice_index, size, manufacturer=vendor, rng=rng)[0])
-    return {m: np.stack(images)[..., None].astype(np.float32) for m, images in out.items()}
+                own = name if params is None else None
+                out[name].append(sim.render(modality, slice_index, size, own, rng, acquisition=params)[0])
+    return {name: np.stack(images)[..., None].astype(np.float32) for name, images in out.items()}
+
+
+def reference_acquisition(acquired: tuple[float, float] = (1.0, 1.0)) -> dict:
+    """Vendor parameters of a scanner-free reference: no noise (SNR x 1e9), no coil shading,
+    apodisation, partial Fourier, parallel imaging or filter; ``acquired`` as in ``VENDORS``."""
+    return {
+        "acquired": list(acquired), "phase_axis": 0, "partial_fourier": 1.0, "window": {"kind": "none"},
+        "pi": {"factor": 1, "g_max": 1.0, "fold": 0.0}, "coil": {"shape": "anterior", "amplitude": 0.0},
+        "post": {"kind": "none"}, "max_value": 4095, "snr_factor": 1e9, "bandwidth_hz_px": 480,
+    }
+
+
+#: Deterministic, manufacturer-free targets: what a *perfect* restoration could return.
+REFERENCES = {
+    "noise-free, full matrix (perfect denoising and super-resolution)": (1.0, 1.0),
+    "noise-free, common band 0.8 x 0.85 (perfect denoising, nothing invented)": (0.8, 0.85),
+}
+
+
+def reference_ssim(subjects: int, seed: int, size: int) -> dict[str, dict[str, float]]:
+    """Per reference of :data:`REFERENCES`: mean SSIM from each manufacturer's render to the
+    reference render of the same anatomy, and the mean over manufacturers."""
+    from geco_tf.data.synth import MANUFACTURERS
+    from geco_tf.evaluation.metrics import fidelity
+
+    acquisitions = {**dict.fromkeys(MANUFACTURERS), **{k: reference_acquisition(a) for k, a in REFERENCES.items()}}
+    images = renders(subjects, seed, size, draw=1, acquisitions=acquisitions)
+    table = {}
+    for name in REFERENCES:
+        row = {m: float(fidelity(images[m], images[name])["ssim"].mean()) for m in MANUFACTURERS}
+        table[name] = {**row, "mean": float(np.mean(list(row.values())))}
+    return table
 
 
 def renders_and_midpoint(subjects: int, seed: int, size: int) -> tuple[dict, dict, np.ndarray]:
@@ -100,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     for manufacturer, row in midpoint_ssim(args.subjects, args.seed, args.size).items():
         print(f"  {manufacturer:20s} to the 4-manufacturer mean {row['to_midpoint']:.4f}   "
               f"same manufacturer, new noise {row['new_noise']:.4f}")
+    print("SSIM to a deterministic manufacturer-free reference of the same anatomy:")
+    for name, row in reference_ssim(args.subjects, args.seed, args.size).items():
+        print(f"  {name}:\n    " + "  ".join(f"{m.split()[0]} {v:.4f}" for m, v in row.items()))
     print(f"({time.monotonic() - start:.0f} s)", flush=True)
     if args.paired:
         if not args.data:

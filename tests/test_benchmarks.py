@@ -174,3 +174,27 @@ def test_midpoint_renders_are_deterministic_and_ssim_is_measured():
     rows = midpoint.midpoint_ssim(subjects=1, seed=0, size=32)
     for row in rows.values():
         assert 0.8 < row["to_midpoint"] < 1.0 and 0.8 < row["new_noise"] < 1.0
+
+
+def test_reference_acquisition_is_noise_free_and_manufacturer_free():
+    """The deterministic reference is the same image whatever the noise draw, and the common
+    band's reference has much less power beyond the band along the rows, where GE stops."""
+    import midpoint
+
+    reference = {"full": midpoint.reference_acquisition(), "band": midpoint.reference_acquisition((0.8, 0.85))}
+    one = midpoint.renders(subjects=1, seed=0, size=32, draw=1, acquisitions=reference)
+    two = midpoint.renders(subjects=1, seed=0, size=32, draw=2, acquisitions=reference)
+    for name in reference:
+        np.testing.assert_allclose(one[name], two[name], atol=1e-6)
+    noisy = midpoint.renders(subjects=1, seed=0, size=32, draw=1)["Siemens"]
+    assert np.abs(noisy - one["full"]).max() > 0.01  # the manufacturer's own render is not the reference
+
+    def beyond_band(images: np.ndarray) -> float:  # spectral power at |k_row| > 0.85 Nyquist
+        power = np.abs(np.fft.fftshift(np.fft.fft2(images[..., 0]), axes=(1, 2))) ** 2
+        k = np.abs(np.arange(32) - 16) / 16
+        return float(power[:, k > 0.85, :].sum() / power.sum())
+
+    assert beyond_band(one["band"]) < 0.5 * beyond_band(one["full"])  # not 0: magnitude and rounding spread it
+    table = midpoint.reference_ssim(subjects=1, seed=0, size=32)
+    for row in table.values():
+        assert 0.8 < row["mean"] < 1.0
