@@ -64,6 +64,7 @@ Examples:
 @click.option("--c-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Classifier Adam learning rate. [default: 1e-3]")
 @click.option("--d-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Discriminator learning rate. [default: 5e-4]")
 @click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 2]")
+@click.option("--classifier-snapshots", type=click.IntRange(0, 8), default=None, help="The generator must also fool frozen copies of the co-trained classifier from the last K epochs (0 = only the live one; docs/method.md). [default: 0]")
 @click.option("--three-player", is_flag=True, default=None, help="Add the discriminator (real vs generated).")
 @click.option(
     "--spectral-adversary/--no-spectral-adversary",

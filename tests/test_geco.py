@@ -249,6 +249,59 @@ def test_noise_channel_run_saves_a_stochastic_generator(tiny_data, tmp_path):  #
     assert np.isfinite(np.asarray(gen(x))).all()
 
 
+def test_classifier_snapshots_are_frozen_copies_the_generator_must_also_fool():
+    keras.utils.set_random_seed(5)
+    model = _game(classifier_snapshots=2)
+    step = tf.function(model.train_step)
+    x, y = _batch(1)
+    logs = step((x, y))
+    # before any snapshot is filled the term is the live classifier's alone
+    assert float(model.snapshot_filled.numpy().sum()) == 0.0
+    assert "gen_snapshot_adv_loss" in logs
+    assert model.take_snapshot() == 0
+    live = [w.numpy().copy() for w in model.classifier.weights]
+    for a, b in zip(model.snapshots[0].weights, live):
+        np.testing.assert_array_equal(a.numpy(), b)
+    step((x, y))
+    # the live classifier learnt, the snapshot did not (frozen: no gradient, no BN update)
+    assert any(not np.array_equal(w.numpy(), b) for w, b in zip(model.classifier.weights, live))
+    for a, b in zip(model.snapshots[0].weights, live):
+        np.testing.assert_array_equal(a.numpy(), b)
+    assert [model.take_snapshot(), model.take_snapshot()] == [1, 0]  # in turn, oldest replaced
+    np.testing.assert_array_equal(model.snapshot_filled.numpy(), [1.0, 1.0])
+    assert GECO.from_config(model.get_config()).classifier_snapshots == 2
+
+
+def test_a_snapshot_changes_the_generators_gradient():
+    """With a filled snapshot the adversarial term averages two classifiers, so the generator's
+    update differs from the same step with the snapshot slot empty."""
+    x, y = _batch(2)
+    updates = []
+    for fill in (False, True):
+        keras.utils.set_random_seed(6)
+        model = _game(classifier_snapshots=1)
+        for w in model.snapshots[0].trainable_weights:  # a different classifier than the live one
+            w.assign(np.random.default_rng(1).normal(0, 0.1, w.shape).astype(np.float32))
+        if fill:
+            model.snapshot_filled.assign([1.0])
+        before = [w.numpy().copy() for w in model.generator.trainable_weights]
+        model.train_step((x, y))
+        updates.append(np.concatenate([(w.numpy() - b).ravel() for w, b in zip(model.generator.trainable_weights, before)]))
+    assert np.abs(updates[0] - updates[1]).max() > 1e-6
+
+
+def test_a_snapshot_run_checkpoints_and_resumes_its_snapshots(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "snap"
+    train_geco(tiny_data, out, epochs=1, progress=False, classifier_snapshots=2, **SMALL)
+    stored = tf.train.load_variable(str(out / "checkpoints" / "ckpt-1"), "snapshot_count/.ATTRIBUTES/VARIABLE_VALUE")
+    assert stored == 1  # one snapshot per epoch
+    train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
+    assert tf.train.load_variable(str(out / "checkpoints" / "ckpt-2"), "snapshot_count/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    filled = tf.train.load_variable(str(out / "checkpoints" / "ckpt-2"), "snapshot_filled/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(filled, [1.0, 1.0])
+    assert json.loads((out / "config.json").read_text())["options"]["classifier_snapshots"] == 2
+
+
 def test_a_run_from_before_the_fidelity_option_resumes_with_the_papers_loss(tiny_data, tmp_path):  # noqa: F811
     out = tmp_path / "old"
     train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)

@@ -80,6 +80,13 @@ class GECO(keras.Model):
             as the classifier hardens; the controller holds the fidelity the user asked for and
             lets the game spend exactly that budget.
         beta_rate: the controller's gain per step.
+        classifier_snapshots: K frozen copies of the co-trained classifier, refreshed in turn by
+            :meth:`take_snapshot` (``train_geco`` takes one after every epoch's precise BN); the
+            generator's adversarial term is the mean over the live classifier and the filled
+            snapshots, so it must also fool the classifiers of the last K epochs. The replay
+            pool gives the *classifier* a memory of earlier generators; this gives the
+            *generator* a memory of earlier classifiers, so it cannot win by moving the
+            signature back to where an earlier classifier looked (a cycle).
     """
 
     def __init__(
@@ -103,6 +110,7 @@ class GECO(keras.Model):
         ssim_weight: float = 0.0,
         ssim_setpoint: float = 0.0,
         beta_rate: float = 0.05,
+        classifier_snapshots: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +137,12 @@ class GECO(keras.Model):
         self.ssim_weight = float(ssim_weight)
         self.ssim_setpoint = float(ssim_setpoint)
         self.beta_rate = float(beta_rate)
+        self.classifier_snapshots = int(classifier_snapshots)
+        self.snapshots = []
+        for k in range(self.classifier_snapshots):
+            snapshot = type(classifier).from_config({**classifier.get_config(), "name": f"classifier_snapshot{k}"})
+            snapshot.trainable = False
+            self.snapshots.append(snapshot)
         # Game state that must survive a resume: the step counter drives warm-up and the
         # pool's random stream; the pool itself is the classifier's memory.
         self.step_counter = self.add_weight(
@@ -153,6 +167,15 @@ class GECO(keras.Model):
             name="log_beta_scale", shape=(), dtype="float32", initializer="zeros", trainable=False,
             aggregation="only_first_replica",
         )
+        if self.snapshots:  # which snapshots hold a classifier yet, and how many were taken
+            self.snapshot_filled = self.add_weight(
+                name="snapshot_filled", shape=(self.classifier_snapshots,), dtype="float32", initializer="zeros",
+                trainable=False, aggregation="only_first_replica",
+            )
+            self.snapshot_count = self.add_weight(
+                name="snapshot_count", shape=(), dtype="int64", initializer="zeros", trainable=False,
+                aggregation="only_first_replica",
+            )
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.ssim_tracker = keras.metrics.Mean(name="ssim")
         self.psnr_tracker = keras.metrics.Mean(name="psnr")
@@ -189,6 +212,8 @@ class GECO(keras.Model):
         self.classifier(g)
         if self.discriminator is not None:
             self.discriminator(g)
+        for snapshot in self.snapshots:
+            snapshot(g)
         if self.spectral_classifier is not None:
             self.spectral_classifier(g)
             self.s_optimizer.build(self.spectral_classifier.trainable_variables)
@@ -230,6 +255,7 @@ class GECO(keras.Model):
             "ssim_weight": self.ssim_weight,
             "ssim_setpoint": self.ssim_setpoint,
             "beta_rate": self.beta_rate,
+            "classifier_snapshots": self.classifier_snapshots,
         }
 
     @classmethod
@@ -263,6 +289,17 @@ class GECO(keras.Model):
     def pixel_loss(x: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
         """Per-image sum of squared differences (beta multiplies this)."""
         return tf.reduce_sum(tf.square(tf.cast(x, tf.float32) - tf.cast(g, tf.float32)), axis=[1, 2, 3])
+
+    def take_snapshot(self) -> int:
+        """Copy the co-trained classifier (weights and batch-norm statistics) into the next
+        snapshot slot, oldest first. Call it outside ``train_step`` (between epochs). Returns
+        the slot."""
+        slot = int(self.snapshot_count.numpy()) % self.classifier_snapshots
+        for target, source in zip(self.snapshots[slot].weights, self.classifier.weights):
+            target.assign(source.value)
+        self.snapshot_filled.assign(tf.tensor_scatter_nd_update(self.snapshot_filled.value, [[slot]], [1.0]))
+        self.snapshot_count.assign_add(1)
+        return slot
 
     # -- the replay pool ------------------------------------------------------------------
     def _pool_mix(self, gx: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -349,7 +386,12 @@ class GECO(keras.Model):
             logits = self.classifier(g, training=True, return_logits=True)
             adv = self.adversarial_loss(logits)
             pix = self.pixel_loss(x, g)
-            per_image = adv_on * adv
+            fooled = adv
+            if self.snapshots:  # mean over the live classifier and the filled snapshots
+                filled = self.snapshot_filled.value
+                snapshot_adv = [self.adversarial_loss(s(g, training=False, return_logits=True)) for s in self.snapshots]
+                fooled = (adv + sum(filled[k] * a for k, a in enumerate(snapshot_adv))) / (1.0 + tf.reduce_sum(filled))
+            per_image = adv_on * fooled
             if self.spectral_classifier is not None:
                 spec_adv = self.adversarial_loss(self.spectral_classifier(g, training=True, return_logits=True))
                 per_image = per_image + adv_on * self.spectral_weight * spec_adv
@@ -384,6 +426,8 @@ class GECO(keras.Model):
             "cls_loss": cls_loss * replicas,
             "cls_accuracy": cls_acc,
         }
+        if self.snapshots:
+            out["gen_snapshot_adv_loss"] = tf.reduce_mean(tf.stack(snapshot_adv))
         if batch_ssim is not None:
             out["gen_ssim"] = tf.reduce_mean(batch_ssim)
         if self.ssim_setpoint:

@@ -128,7 +128,8 @@ def network_parts(model) -> dict:
 def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
     """Everything a resumed run needs: the networks, their optimizers, the epoch counter and the
     game state (step counter that drives warm-up and the pool's random stream; the pool; the
-    SSIM controller's beta scale, with ``--ssim-setpoint``)."""
+    SSIM controller's beta scale, with ``--ssim-setpoint``; the classifier snapshots, with
+    ``--classifier-snapshots``)."""
     parts = {
         **network_parts(model),
         "g_optimizer": model.g_optimizer,
@@ -142,6 +143,12 @@ def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
         parts["s_optimizer"] = model.s_optimizer
     if model.pool_size:
         parts.update(pool_images=model.pool_images, pool_labels=model.pool_labels, pool_count=model.pool_count)
+    if model.snapshots:
+        parts.update(
+            snapshot_weights=[w for snapshot in model.snapshots for w in snapshot.weights],
+            snapshot_filled=model.snapshot_filled,
+            snapshot_count=model.snapshot_count,
+        )
     if model.ssim_setpoint:  # only then: checkpoints of runs without the controller stay loadable
         parts["beta_scale"] = model.log_beta_scale
     return tf.train.Checkpoint(**parts)

@@ -63,6 +63,7 @@ DEFAULTS: dict = {
     "d_lr": 5e-4,
     "adam_beta_1": 0.5,
     "critic_steps": 2,
+    "classifier_snapshots": 0,
     "three_player": False,
     "spectral_adversary": True,
     "spectral_weight": 1.0,
@@ -193,6 +194,7 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
         ssim_weight=options["ssim_weight_resolved"],
         ssim_setpoint=options["ssim_setpoint"],
         beta_rate=options["beta_rate"],
+        classifier_snapshots=options["classifier_snapshots"],
     )
     policy = options["precision_resolved"]
 
@@ -408,6 +410,8 @@ def train_geco(
                     sums[k] = sums.get(k, 0.0) + float(v)
                 bar.update(1)
         recalibrate_classifier(model, data, target, seed=opts["seed"] * 100_003 + epoch)
+        if model.snapshots:  # after precise BN: the snapshot is this epoch's classifier as validated
+            model.take_snapshot()
         val = predict_split(model, data, "val", target, batch_size=max(64, opts["batch_size"]))
         row = {k: v / steps for k, v in sums.items()}
         row.update(
