@@ -167,11 +167,7 @@ class GECO(keras.Model):
             name="log_beta_scale", shape=(), dtype="float32", initializer="zeros", trainable=False,
             aggregation="only_first_replica",
         )
-        if self.snapshots:  # which snapshots hold a classifier yet, and how many were taken
-            self.snapshot_filled = self.add_weight(
-                name="snapshot_filled", shape=(self.classifier_snapshots,), dtype="float32", initializer="zeros",
-                trainable=False, aggregation="only_first_replica",
-            )
+        if self.snapshots:  # snapshots taken so far: picks the next slot and which are filled
             self.snapshot_count = self.add_weight(
                 name="snapshot_count", shape=(), dtype="int64", initializer="zeros", trainable=False,
                 aggregation="only_first_replica",
@@ -297,9 +293,14 @@ class GECO(keras.Model):
         slot = int(self.snapshot_count.numpy()) % self.classifier_snapshots
         for target, source in zip(self.snapshots[slot].weights, self.classifier.weights):
             target.assign(source.value)
-        self.snapshot_filled.assign(tf.tensor_scatter_nd_update(self.snapshot_filled.value, [[slot]], [1.0]))
         self.snapshot_count.assign_add(1)
         return slot
+
+    @property
+    def snapshot_filled(self) -> tf.Tensor:
+        """1.0 for each snapshot slot that holds a classifier, else 0.0 (slots fill in order)."""
+        slots = tf.range(self.classifier_snapshots, dtype=tf.int64)
+        return tf.cast(slots < self.snapshot_count.value, tf.float32)
 
     # -- the replay pool ------------------------------------------------------------------
     def _pool_mix(self, gx: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -388,7 +389,7 @@ class GECO(keras.Model):
             pix = self.pixel_loss(x, g)
             fooled = adv
             if self.snapshots:  # mean over the live classifier and the filled snapshots
-                filled = self.snapshot_filled.value
+                filled = self.snapshot_filled
                 snapshot_adv = [self.adversarial_loss(s(g, training=False, return_logits=True)) for s in self.snapshots]
                 fooled = (adv + sum(filled[k] * a for k, a in enumerate(snapshot_adv))) / (1.0 + tf.reduce_sum(filled))
             per_image = adv_on * fooled

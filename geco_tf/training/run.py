@@ -146,7 +146,6 @@ def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
     if model.snapshots:
         parts.update(
             snapshot_weights=[w for snapshot in model.snapshots for w in snapshot.weights],
-            snapshot_filled=model.snapshot_filled,
             snapshot_count=model.snapshot_count,
         )
     if model.ssim_setpoint:  # only then: checkpoints of runs without the controller stay loadable
