@@ -14,10 +14,15 @@ real data cannot. Two measurements use that:
    probe and the converged DDS audit. It asks whether the midpoint can be *computed* from one
    manufacturer's image. (The regression answer is the conditional mean, which keeps what the
    input's manufacturer could not see -- e.g. the detail a smaller acquired matrix lost -- out of
-   the output, so some manufacturer information may survive even here.)
+   the output, so some manufacturer information may survive even here.) With ``--paired-target
+   noise-free-mean`` it regresses to the noise-free mean of the four acquisitions instead: a
+   deterministic manufacturer-free target of the anatomy (one of the references below).
 
-    python benchmarks/midpoint.py                       # midpoint only, ~1 min
-    python benchmarks/midpoint.py --paired --data DATA  # + paired oracle, ~15 min on 2 cores
+Beside the midpoint it prints the SSIM to deterministic references of the same anatomy
+(:func:`references`): what a perfect restoration, with or without super-resolution, would score.
+
+    python benchmarks/midpoint.py                       # midpoint and references, ~70 s
+    python benchmarks/midpoint.py --paired --data DATA  # + paired oracle, ~12 min on 2 cores
 """
 
 from __future__ import annotations
@@ -60,24 +65,61 @@ def reference_acquisition(acquired: tuple[float, float] = (1.0, 1.0)) -> dict:
     }
 
 
-#: Deterministic, manufacturer-free targets: what a *perfect* restoration could return.
-REFERENCES = {
-    "noise-free, full matrix (perfect denoising and super-resolution)": (1.0, 1.0),
-    "noise-free, common band 0.8 x 0.85 (perfect denoising, nothing invented)": (0.8, 0.85),
-}
+def noise_free(manufacturer: str, acquired: tuple[float, float] | None = None) -> dict:
+    """``manufacturer``'s own acquisition without noise (SNR x 1e9); ``acquired`` replaces the
+    fraction of k-space it records (e.g. the common band ``(0.8, 0.85)``)."""
+    import copy
+
+    from geco_tf.data.synth import VENDORS
+
+    params = copy.deepcopy(VENDORS[manufacturer])
+    params["snr_factor"] = 1e9
+    if acquired is not None:
+        params["acquired"] = list(acquired)
+    return params
+
+
+COMMON_BAND = (0.8, 0.85)  # the k-space every manufacturer records: GE's rows, Siemens' columns
+
+
+def references() -> dict[str, list[dict]]:
+    """Deterministic, manufacturer-free targets -- what a *perfect* restoration could return --
+    each the mean of the renders of a list of acquisitions. All depend on the anatomy alone."""
+    from geco_tf.data.synth import MANUFACTURERS
+
+    return {
+        "noise-free, full matrix, no vendor effects (perfect denoising and super-resolution)": [
+            reference_acquisition()],
+        "noise-free, common band, no vendor effects (perfect denoising, nothing invented)": [
+            reference_acquisition(COMMON_BAND)],
+        "noise-free mean of the four acquisitions (denoising, super-resolution to the full matrix)": [
+            noise_free(m) for m in MANUFACTURERS],
+        "noise-free mean of the four acquisitions in the common band (denoising, nothing invented)": [
+            noise_free(m, COMMON_BAND) for m in MANUFACTURERS],
+    }
+
+
+def reference_images(subjects: int, seed: int, size: int, draw: int) -> tuple[dict, dict]:
+    """Every manufacturer's renders (noise draw ``draw``) and every reference of
+    :func:`references` for the same slices."""
+    from geco_tf.data.synth import MANUFACTURERS
+
+    refs = references()
+    parts = {f"{name}/{i}": params for name, acqs in refs.items() for i, params in enumerate(acqs)}
+    images = renders(subjects, seed, size, draw, acquisitions={**dict.fromkeys(MANUFACTURERS), **parts})
+    targets = {name: np.mean([images[f"{name}/{i}"] for i in range(len(acqs))], axis=0) for name, acqs in refs.items()}
+    return {m: images[m] for m in MANUFACTURERS}, targets
 
 
 def reference_ssim(subjects: int, seed: int, size: int) -> dict[str, dict[str, float]]:
-    """Per reference of :data:`REFERENCES`: mean SSIM from each manufacturer's render to the
+    """Per reference of :func:`references`: mean SSIM from each manufacturer's render to the
     reference render of the same anatomy, and the mean over manufacturers."""
-    from geco_tf.data.synth import MANUFACTURERS
     from geco_tf.evaluation.metrics import fidelity
 
-    acquisitions = {**dict.fromkeys(MANUFACTURERS), **{k: reference_acquisition(a) for k, a in REFERENCES.items()}}
-    images = renders(subjects, seed, size, draw=1, acquisitions=acquisitions)
+    scans, targets = reference_images(subjects, seed, size, draw=1)
     table = {}
-    for name in REFERENCES:
-        row = {m: float(fidelity(images[m], images[name])["ssim"].mean()) for m in MANUFACTURERS}
+    for name, target in targets.items():
+        row = {m: float(fidelity(scan, target)["ssim"].mean()) for m, scan in scans.items()}
         table[name] = {**row, "mean": float(np.mean(list(row.values())))}
     return table
 
@@ -103,18 +145,29 @@ def midpoint_ssim(subjects: int, seed: int, size: int) -> dict[str, dict[str, fl
     }
 
 
-def paired_oracle(data_dir: str, subjects: int, size: int, epochs: int, seed: int = 0) -> dict:
-    """Train the U-Net to map each render to the midpoint; measure it on the dataset's test split
-    with ``benchmarks/audit.py``'s :func:`fresh_audits` (fidelity, Fourier probe, DDS audit)."""
+#: Targets of the paired oracle: the noisy midpoint, or the noise-free mean of the four acquisitions.
+PAIRED_TARGETS = ("midpoint", "noise-free-mean")
+
+
+def paired_oracle(
+    data_dir: str, subjects: int, size: int, epochs: int, seed: int = 0, target: str = "midpoint"
+) -> dict:
+    """Train the U-Net to map each render to ``target`` (one of :data:`PAIRED_TARGETS`); measure
+    it on the dataset's test split with ``benchmarks/audit.py``'s :func:`fresh_audits` (fidelity,
+    Fourier probe, DDS audit)."""
     import keras
     from audit import fresh_audits
 
     from geco_tf.data.dataset import open_dataset
     from geco_tf.models.generators import UNetGenerator
 
-    first, _, midpoint = renders_and_midpoint(subjects, PAIRED_SEED, size)
+    if target == "midpoint":
+        first, _, wanted = renders_and_midpoint(subjects, PAIRED_SEED, size)
+    else:
+        first, targets = reference_images(subjects, PAIRED_SEED, size, draw=1)
+        wanted = next(image for name, image in targets.items() if name.startswith("noise-free mean of the four acquisitions ("))
     x = np.concatenate(list(first.values()))
-    y = np.concatenate([midpoint] * len(first))
+    y = np.concatenate([wanted] * len(first))
     keras.utils.set_random_seed(seed)
     generator = UNetGenerator(depth=3, base_filters=16, input_skip=True)
     generator.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
@@ -131,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="dataset directory for the paired oracle's test (default synth)")
     parser.add_argument("--paired-subjects", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--paired-target", choices=PAIRED_TARGETS, default="midpoint",
+                        help="what the oracle regresses to: the noisy four-manufacturer mean, or its noise-free version")
     args = parser.parse_args(argv)
 
     start = time.monotonic()
@@ -145,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.paired:
         if not args.data:
             parser.error("--paired needs --data (a dataset from `geco-tf synth`)")
-        result = paired_oracle(args.data, args.paired_subjects, args.size, args.epochs)
+        result = paired_oracle(args.data, args.paired_subjects, args.size, args.epochs, target=args.paired_target)
         fourier, dds = result["fourier"], result["dds"]
-        print(f"paired oracle ({result['pairs']} pairs, {args.epochs} epochs): test SSIM {result['ssim']:.4f} "
+        print(f"paired oracle to the {args.paired_target} ({result['pairs']} pairs, {args.epochs} epochs): test SSIM {result['ssim']:.4f} "
               f"PSNR {result['psnr']:.2f}")
         print(f"  Fourier audit {fourier['accuracy']:.3f} [{fourier['ci95'][0]:.3f}, {fourier['ci95'][1]:.3f}]")
         print(f"  DDS audit {dds['accuracy']:.3f} [{dds['ci95'][0]:.3f}, {dds['ci95'][1]:.3f}] "

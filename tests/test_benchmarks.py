@@ -196,5 +196,23 @@ def test_reference_acquisition_is_noise_free_and_manufacturer_free():
 
     assert beyond_band(one["band"]) < 0.5 * beyond_band(one["full"])  # not 0: magnitude and rounding spread it
     table = midpoint.reference_ssim(subjects=1, seed=0, size=32)
+    assert list(table) == list(midpoint.references())
     for row in table.values():
         assert 0.8 < row["mean"] < 1.0
+
+
+def test_noise_free_mean_of_the_acquisitions_is_deterministic_and_keeps_vendor_effects():
+    """The noise-free mean of the four acquisitions depends on the anatomy alone (two noise draws
+    give the same image), yet is not the vendor-free reference: it keeps the mean of the vendors'
+    shading, filtering and partial Fourier."""
+    import midpoint
+
+    scans_one, one = midpoint.reference_images(subjects=1, seed=0, size=32, draw=1)
+    scans_two, two = midpoint.reference_images(subjects=1, seed=0, size=32, draw=2)
+    for name in one:
+        np.testing.assert_allclose(one[name], two[name], atol=1e-6)
+    assert np.abs(scans_one["Philips"] - scans_two["Philips"]).max() > 0.01  # the scans themselves are noisy
+    full_mean, full_clean = (next(v for k, v in one.items() if k.startswith(p)) for p in (
+        "noise-free mean of the four acquisitions (", "noise-free, full matrix"))
+    assert np.abs(full_mean - full_clean).max() > 0.01
+    assert midpoint.noise_free("GE Medical Systems", midpoint.COMMON_BAND)["acquired"] == [0.8, 0.85]
