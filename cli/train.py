@@ -52,6 +52,12 @@ Examples:
 )
 @click.option("--linear-filter", type=click.IntRange(min=0), default=None, help="With --input-skip, size k of a learnable k x k filter of the input added to the edit; 0 = none. [default: 0]")
 @click.option("--noise-channels", type=click.IntRange(min=0), default=None, help="U-Net only: standard-normal channels drawn on every call and given to the generator beside the image, so it can write noise texture a scanner lacks (0 = deterministic; docs/method.md). [default: 0]")
+@click.option(
+    "--output-band",
+    default=None,
+    metavar="auto|off|ROWS,COLS",
+    help="U-Net only: low-pass the output to the k-space band every scanner records, so no scanner's extra resolution survives. auto = the band the dataset records (the built-in data's 0.8,0.85; off when unknown), or ROWS,COLS as fractions of Nyquist (docs/method.md). [default: off]",
+)
 @click.option("--fidelity", type=click.Choice(FIDELITIES), default=None, help="Generator's fidelity term: the paper's pixel MSE (weight --beta), 1 - SSIM (weight --ssim-weight), or both. [default: mse]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper used 0.02; see docs/method.md). [default: 0.001]")
 @click.option(

@@ -199,6 +199,7 @@ def _small_generators() -> dict:
     }
     if "input_skip" in inspect.signature(UNetGenerator.__init__).parameters:
         kinds["unet-input-skip"] = lambda: UNetGenerator(depth=2, base_filters=4, input_skip=True)
+        kinds["unet-output-band"] = lambda: UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85))
     return kinds
 
 

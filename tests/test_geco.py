@@ -348,6 +348,38 @@ def _cli(*args: str):
     return CliRunner().invoke(cli, ["train", *args])
 
 
+def test_output_band_run_saves_a_band_limited_generator(tiny_data, tmp_path):  # noqa: F811
+    """--output-band reaches the saved generator: its outputs have no power beyond the band."""
+    out = tmp_path / "band"
+    train_geco(tiny_data, out, epochs=1, progress=False, output_band=(0.5, 0.6), **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["output_band"] == [0.5, 0.6] and config["resolved"]["output_band"] == [0.5, 0.6]
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    x = np.tanh(np.random.default_rng(0).standard_normal((2, 32, 32, 1))).astype(np.float32)
+    power = np.abs(np.fft.fft2(np.asarray(gen(x))[..., 0])) ** 2
+    k = np.abs(np.fft.fftfreq(32) * 2)
+    assert power[:, k > 0.7, :].sum() < 1e-3 * power.sum() and power[:, :, k > 0.8].sum() < 1e-3 * power.sum()
+
+
+def test_output_band_auto_is_the_band_every_recorded_scanner_acquired(tiny_data):  # noqa: F811
+    """auto reads the acquisitions dataset.json records (the simulator's vendors): the smallest
+    acquired fraction per axis; nothing recorded, or nothing to cut, means no band."""
+    from geco_tf.data.dataset import DatasetInfo, open_dataset
+    from geco_tf.training.train import resolve_output_band
+
+    tiny = open_dataset(tiny_data)
+
+    def with_vendors(vendors: dict) -> DatasetInfo:
+        return DatasetInfo(path=tiny.path, info={**tiny.info, "made_by": {"vendors": vendors}}, manifest=tiny.manifest)
+
+    recorded = with_vendors({"A": {"acquired": [0.8, 1.0]}, "B": {"acquired": [1.0, 0.85]}, "C": {"acquired": [1, 1]}})
+    assert resolve_output_band("auto", recorded) == (0.8, 0.85)
+    assert resolve_output_band("auto", with_vendors({"A": {"acquired": [1, 1]}})) is None
+    assert resolve_output_band("auto", tiny) is None  # no acquisitions recorded
+    assert resolve_output_band("off", recorded) is None
+    assert resolve_output_band("0.7,0.9", tiny) == (0.7, 0.9) == resolve_output_band([0.7, 0.9], tiny)
+
+
 @pytest.fixture(scope="module")
 def bad_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
@@ -367,6 +399,9 @@ def bad_data(tmp_path_factory):
         ("one", [], "need at least 2"),
         ("tiny8", ["--classifier", "dds"], "--classifier maxpool"),
         ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--noise-channels", "1"], "--noise-channels"),
+        ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--output-band", "0.8,0.85"], "--output-band"),
+        ("tiny8", ["--classifier", "maxpool", "--output-band", "1.5,0.8"], "--output-band"),
+        ("tiny8", ["--classifier", "maxpool", "--output-band", "wide"], "--output-band"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, message):

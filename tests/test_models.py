@@ -23,6 +23,7 @@ X = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype("float32")
     [
         lambda: UNetGenerator(depth=2, base_filters=4),
         lambda: UNetGenerator(depth=2, base_filters=4, norm="batch"),
+        lambda: UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85)),
         lambda: ResidualGenerator(depth=2, base_filters=4),
         lambda: MultiResidualGenerator(filters=8),
         lambda: build_classifier("dds", 4, 64),
@@ -61,6 +62,51 @@ def test_noise_channels_draw_afresh_per_call_and_a_given_draw_reproduces(tmp_pat
     np.testing.assert_array_equal(np.asarray(again(X, noise=z)), fixed)
     odd = np.asarray(gen(X[:1, :50, :37]))  # any size, noise drawn at the input's size
     assert odd.shape == (1, 50, 37, 1) and np.all(np.abs(odd) <= 1.0)
+
+
+def _power_beyond(images: np.ndarray, axis: int, cutoff: float) -> float:
+    """Share of spectral power at |k| > cutoff (fraction of Nyquist) along image axis 0 or 1."""
+    power = np.abs(np.fft.fft2(images[..., 0])) ** 2
+    k = np.abs(np.fft.fftfreq(images.shape[1 + axis]) * 2)
+    beyond = power[:, k > cutoff, :] if axis == 0 else power[:, :, k > cutoff]
+    return float(beyond.sum() / power.sum())
+
+
+def test_band_limit_cuts_k_space_beyond_its_band_and_keeps_the_band():
+    """BandLimit removes what lies beyond its band along each axis (rows 0.6, columns 0.8 here),
+    passes a pattern inside it unchanged, and does so at any size."""
+    from geco_tf.models.band import BandLimit
+
+    noise = np.random.default_rng(3).uniform(-0.5, 0.5, (2, 48, 40, 1)).astype("float32")
+    low = np.asarray(BandLimit((0.6, 0.8))(noise))
+    assert low.shape == noise.shape
+    assert _power_beyond(noise, 0, 0.7) > 0.2 and _power_beyond(low, 0, 0.7) < 1e-3
+    assert _power_beyond(noise, 1, 0.95) > 0.02 and _power_beyond(low, 1, 0.95) < 1e-3
+    assert _power_beyond(low, 1, 0.7) > 0.05  # the columns keep their wider band
+    rows, cols = np.meshgrid(np.arange(48), np.arange(40), indexing="ij")
+    inside = (0.5 * np.cos(2 * np.pi * 9 / 48 * rows) * np.cos(2 * np.pi * 12 / 40 * cols))[None, ..., None]  # 0.375, 0.6 Nyquist
+    np.testing.assert_allclose(np.asarray(BandLimit((0.6, 0.8))(inside.astype("float32"))), inside, atol=2e-3)
+    with pytest.raises(ValueError, match="fractions of Nyquist"):
+        BandLimit((0.0, 0.5))
+
+
+def test_band_limit_equals_the_fft_filter_with_its_mask():
+    """The two matrix products are the FFT low-pass with the layer's mask. (Batched matmuls of
+    a 4-D tensor by a matrix gave wrong numbers under TF 2.21's oneDNN at this shape.)"""
+    from geco_tf.models.band import BandLimit, band_mask
+
+    x = np.random.default_rng(4).uniform(-0.5, 0.5, (2, 48, 40, 1)).astype("float32")
+    mask = np.asarray(band_mask(48, 0.6))[:, None] * np.asarray(band_mask(40, 0.8))[None, :]
+    expected = np.real(np.fft.ifft2(np.fft.fft2(x[..., 0]) * mask))[..., None]
+    np.testing.assert_allclose(np.asarray(BandLimit((0.6, 0.8))(x)), expected, atol=1e-4)
+
+
+def test_generator_output_band_limits_every_output():
+    """With ``output_band`` the U-Net's output has no power beyond the band, from the first step."""
+    gen = UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85))
+    out = np.asarray(gen(X))
+    assert _power_beyond(X, 0, 0.9) > 0.05 and _power_beyond(out, 0, 0.9) < 1e-3
+    assert np.all(np.abs(out) <= 1.0)
 
 
 def test_dds_padding_choice_follows_feature_size():

@@ -276,6 +276,18 @@ class DatasetInfo:
     def rows(self, split: str | None = None) -> list[dict]:
         return [r for r in self.manifest if split is None or r["split"] == split]
 
+    def acquired_band(self) -> tuple[float, float] | None:
+        """The k-space band every scanner of the dataset recorded, as (rows, columns) fractions
+        of the stored images' Nyquist: the smallest acquired fraction per axis. Known only when
+        ``dataset.json`` records each acquisition (``made_by.vendors.*.acquired``, as the
+        built-in simulator writes); None otherwise, or when every scanner records the full band."""
+        vendors = (self.info.get("made_by") or {}).get("vendors") or {}
+        fractions = [v["acquired"] for v in vendors.values() if isinstance(v, dict) and "acquired" in v]
+        if not fractions:
+            return None
+        band = (min(float(f[0]) for f in fractions), min(float(f[1]) for f in fractions))
+        return band if min(band) < 1.0 else None
+
     def count(self, split: str, label: str | None = None) -> int:
         """Slices in ``split`` (with a known ``label`` if given)."""
         rows = self.rows(split)

@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras import layers
 
 from geco_tf.models import normalization
+from geco_tf.models.band import BandLimit
 
 PACKAGE = "geco_tf"
 
@@ -102,6 +103,9 @@ class UNetGenerator(keras.Model):
             never add an independent realisation where a vendor has none. With noise channels
             it can. ``call(x, noise=z)`` takes a given draw instead (tests, reproducible runs);
             otherwise the draw follows TensorFlow's global seed.
+        output_band: (rows, columns) as fractions of Nyquist, or None. The output is low-passed
+            to this band (:class:`~geco_tf.models.band.BandLimit`), so k-space a scanner did not
+            acquire is cut from every output instead of left for the classifier to find.
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class UNetGenerator(keras.Model):
         edit_space: str = "logit",
         linear_filter: int = 0,
         noise_channels: int = 0,
+        output_band: tuple[float, float] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -125,6 +130,8 @@ class UNetGenerator(keras.Model):
         self.edit_space = edit_space
         self.linear_filter = int(linear_filter)
         self.noise_channels = int(noise_channels)
+        self.output_band = tuple(float(b) for b in output_band) if output_band else None
+        self.band_limit = BandLimit(self.output_band, name="band_limit") if self.output_band else None
         self.filter = (
             layers.Conv2D(1, self.linear_filter, padding="same", use_bias=False, kernel_initializer="zeros", name="filter")
             if self.linear_filter and input_skip
@@ -166,7 +173,8 @@ class UNetGenerator(keras.Model):
             if self.edit_space == "pixel":
                 x = x / (1.0 - tf.square(shrunk))  # tanh's slope at the input: edit in pixel units
             x = x + tf.math.atanh(shrunk)
-        return self.out_act(x)
+        x = self.out_act(x)
+        return self.band_limit(x) if self.band_limit is not None else x
 
     def get_config(self) -> dict:
         return {
@@ -178,6 +186,7 @@ class UNetGenerator(keras.Model):
             "edit_space": self.edit_space,
             "linear_filter": self.linear_filter,
             "noise_channels": self.noise_channels,
+            "output_band": list(self.output_band) if self.output_band else None,
         }
 
 

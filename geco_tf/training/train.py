@@ -55,6 +55,7 @@ DEFAULTS: dict = {
     "edit_space": "logit",
     "linear_filter": 0,
     "noise_channels": 0,
+    "output_band": "off",
     "fidelity": "mse",
     "beta": 0.001,
     "beta_scaling": "area",
@@ -129,6 +130,25 @@ def resolve_options(options: dict, size: int) -> dict:
     return opts
 
 
+def resolve_output_band(output_band, data: DatasetInfo) -> tuple[float, float] | None:
+    """``--output-band``: "off" (or None), "auto" (the dataset's common acquired band,
+    :meth:`DatasetInfo.acquired_band`; off when the dataset does not record one), or
+    (rows, columns) fractions of Nyquist, also as the text "ROWS,COLS"."""
+    if output_band in (None, "off"):
+        return None
+    if output_band == "auto":
+        return data.acquired_band()
+    if isinstance(output_band, str):
+        output_band = output_band.replace("x", ",").split(",")
+    try:
+        rows, cols = (float(b) for b in output_band)
+    except (TypeError, ValueError):
+        raise UserError(f"--output-band {output_band!r}: use auto, off or ROWS,COLS (fractions of Nyquist)") from None
+    if not (0.0 < rows <= 1.0 and 0.0 < cols <= 1.0):
+        raise UserError(f"--output-band {rows:g},{cols:g}: both fractions must be in (0, 1]")
+    return rows, cols
+
+
 def _check_data(data: DatasetInfo, target: str) -> list[str]:
     classes = check_target(data, target)
     for split in ("train", "val"):
@@ -147,9 +167,11 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
             edit_space=options["edit_space"],
             linear_filter=options["linear_filter"],
             noise_channels=options["noise_channels"],
+            output_band=options["output_band_resolved"],
         )
-    elif options["noise_channels"]:
-        raise UserError(f"--noise-channels: only the U-Net generator takes noise, not --generator {gen_kind}")
+    elif options["noise_channels"] or options["output_band_resolved"]:
+        flag = "--noise-channels" if options["noise_channels"] else "--output-band"
+        raise UserError(f"{flag}: only the U-Net generator has it, not --generator {gen_kind}")
     if gen_kind == "multi-residual":
         gen_kwargs = {"filters": 2 * options["base_filters"]}
     try:
@@ -324,6 +346,9 @@ def train_geco(
     classes = _check_data(data, target)
     size = data.image_size
     opts = resolve_options(opts, size)
+    opts["output_band_resolved"] = resolve_output_band(opts["output_band"], data)
+    if opts["output_band"] == "auto" and opts["generator"] != "unet":
+        opts["output_band_resolved"] = None  # only the U-Net has the layer; auto asks for nothing
 
     keras.utils.set_random_seed(int(opts["seed"]))
     strategy = get_strategy(opts["strategy"])
@@ -358,6 +383,7 @@ def train_geco(
             "beta_rule": f"beta * {BETA_REFERENCE_SIZE}^2 / (H*W)" if opts["beta_scaling"] == "area" else "beta",
             "fidelity_terms": {"pixel_mse": opts["use_mse"], "ssim_weight": opts["ssim_weight_resolved"]},
             "classifier_padding": opts["classifier_padding_resolved"],
+            "output_band": list(opts["output_band_resolved"]) if opts["output_band_resolved"] else None,
             "precision": opts["precision_resolved"],
             "strategy": describe(strategy),
             "generator_config": model.generator.get_config(),
