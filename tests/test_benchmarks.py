@@ -216,3 +216,28 @@ def test_noise_free_mean_of_the_acquisitions_is_deterministic_and_keeps_vendor_e
         "noise-free mean of the four acquisitions (", "noise-free, full matrix"))
     assert np.abs(full_mean - full_clean).max() > 0.01
     assert midpoint.noise_free("GE Medical Systems", midpoint.COMMON_BAND)["acquired"] == [0.8, 0.85]
+
+
+def test_epoch_probe_restores_each_epochs_generator(tmp_path):
+    """The per-epoch probe reads every checkpoint's generator, not the final one each time
+    (epochs 1 and 2 of a run with a large learning rate give different images), and returns
+    each epoch's accuracies."""
+    import epoch_probe
+    from test_geco_helpers import make_tiny_dataset
+
+    from geco_tf.training.train import train_geco
+
+    data = make_tiny_dataset(tmp_path / "tiny")
+    small = {"base_filters": 4, "depth": 2, "classifier": "maxpool", "batch_size": 8, "warmup_steps": 0, "pool_size": 0}
+    train_geco(data, tmp_path / "run", epochs=2, progress=False, ssim_target=0.0, g_lr=0.05, **small)
+    import keras
+
+    x = np.tanh(np.random.default_rng(0).standard_normal((2, 32, 32, 1))).astype(np.float32)
+    generator = keras.models.load_model(tmp_path / "run" / "generator.keras", compile=False)
+    first = np.asarray(epoch_probe.restore_generator(generator, tmp_path / "run", 1)(x))
+    second = np.asarray(epoch_probe.restore_generator(generator, tmp_path / "run", 2)(x))
+    assert np.abs(first - second).max() > 1e-4
+    rows = epoch_probe.epoch_probe(str(data), str(tmp_path / "run"))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.0 <= row["val"] <= 1.0 and 0.0 <= row["test"] <= 1.0

@@ -1,0 +1,71 @@
+"""A fresh Fourier probe for every epoch of a GECO run: does a new model still find the target?
+
+For each epoch's checkpoint, the generator's weights are restored, the Fourier-magnitude probe of
+the report (``geco_tf.evaluation.probes``) is fitted on G(train) and scored on G(val) and G(test).
+The co-trained classifier's validation accuracy (``history.csv``) can be briefly low while the
+signature is intact; this shows which epochs a fresh model would pass.
+
+    python benchmarks/epoch_probe.py --data DATA --run RUN      # ~20 s per epoch on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def restore_generator(generator, run_dir: str | Path, epoch: int):
+    """Load epoch ``epoch``'s generator weights from ``RUN/checkpoints`` into ``generator``."""
+    import tensorflow as tf
+
+    path = Path(run_dir) / "checkpoints" / f"ckpt-{epoch}"
+    tf.train.Checkpoint(generator_weights=list(generator.weights)).read(str(path)).expect_partial()
+    return generator
+
+
+def epoch_probe(data_dir: str, run_dir: str, epochs: list[int] | None = None) -> list[dict]:
+    """Per epoch (default: every checkpoint): ``{"epoch", "val", "test"}`` accuracies of the
+    Fourier probe fitted on that epoch's G(train)."""
+    import keras
+
+    import geco_tf.models  # noqa: F401 - registers the Keras classes
+    from geco_tf.data.dataset import open_dataset
+    from geco_tf.data.pipeline import load_split_arrays
+    from geco_tf.evaluation.audit import generate
+    from geco_tf.evaluation.probes import fit_predict_linear, fourier_features
+
+    run = Path(run_dir)
+    target = json.loads((run / "config.json").read_text())["target"]
+    data = open_dataset(data_dir)
+    splits = {s: load_split_arrays(data, s, target)[:2] for s in ("train", "val", "test")}
+    generator = keras.models.load_model(run / "generator.keras", compile=False)
+    if epochs is None:
+        epochs = sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("ckpt-*.index"))
+    rows = []
+    for epoch in epochs:
+        restore_generator(generator, run, epoch)
+        features = {s: fourier_features(generate(generator, x)) for s, (x, _) in splits.items()}
+        y_train = splits["train"][1]
+        row = {"epoch": epoch}
+        for s in ("val", "test"):
+            row[s] = float(np.mean(fit_predict_linear(features["train"], y_train, features[s]) == splits[s][1]))
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--run", required=True, help="a `geco-tf train` run directory (with checkpoints/)")
+    parser.add_argument("--epochs", type=int, nargs="*", help="default: every checkpoint")
+    args = parser.parse_args(argv)
+    for row in epoch_probe(args.data, args.run, args.epochs):
+        print(f"epoch {row['epoch']:3d}: Fourier probe val {row['val']:.3f} test {row['test']:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
