@@ -28,8 +28,9 @@ def band_matrix(n, cutoff: float, edge: float = 0.03) -> tf.Tensor:
     """The ``(n, n)`` real matrix that low-passes a length-``n`` signal: ``F^-1 diag(m) F`` for the
     mask ``m`` of :func:`band_mask`. The mask is even in k, so the matrix is real and equals
     ``(C diag(m) C^T + S diag(m) S^T) / n`` with ``C, S`` the DFT's cosines and sines."""
-    index = tf.range(n, dtype=tf.float32)
-    phase = 2.0 * np.pi * index[:, None] * index[None, :] / tf.cast(n, tf.float32)
+    index = tf.range(n)
+    turns = tf.math.floormod(index[:, None] * index[None, :], n)  # i k mod n, exact in integers
+    phase = 2.0 * np.pi * tf.cast(turns, tf.float32) / tf.cast(n, tf.float32)
     mask = band_mask(n, cutoff, edge)[None, :]
     cos, sin = tf.cos(phase), tf.sin(phase)
     return (tf.matmul(cos * mask, cos, transpose_b=True) + tf.matmul(sin * mask, sin, transpose_b=True)) / tf.cast(
