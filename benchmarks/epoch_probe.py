@@ -1,7 +1,8 @@
 """A fresh Fourier probe for every epoch of a GECO run: does a new model still find the target?
 
-For each epoch's checkpoint, the generator's weights are restored, the Fourier-magnitude probe of
-the report (``geco_tf.evaluation.probes``) is fitted on G(train) and scored on G(val) and G(test).
+For each epoch's checkpoint, the generator's and the co-trained classifier's weights are restored;
+the Fourier-magnitude probe of the report (``geco_tf.evaluation.probes``) is fitted on G(train)
+and scored on G(val) and G(test), and the co-trained classifier is scored on G(test).
 The co-trained classifier's validation accuracy (``history.csv``) can be briefly low while the
 signature is intact; this shows which epochs a fresh model would pass.
 
@@ -17,18 +18,23 @@ from pathlib import Path
 import numpy as np
 
 
-def restore_generator(generator, run_dir: str | Path, epoch: int):
-    """Load epoch ``epoch``'s generator weights from ``RUN/checkpoints`` into ``generator``."""
+def restore_generator(generator, run_dir: str | Path, epoch: int, classifier=None):
+    """Load epoch ``epoch``'s generator weights (and, if given, the co-trained classifier's)
+    from ``RUN/checkpoints``; returns ``generator``."""
     import tensorflow as tf
 
     path = Path(run_dir) / "checkpoints" / f"ckpt-{epoch}"
-    tf.train.Checkpoint(generator_weights=list(generator.weights)).read(str(path)).expect_partial()
+    parts = {"generator_weights": list(generator.weights)}
+    if classifier is not None:
+        parts["classifier_weights"] = list(classifier.weights)
+    tf.train.Checkpoint(**parts).read(str(path)).expect_partial()
     return generator
 
 
 def epoch_probe(data_dir: str, run_dir: str, epochs: list[int] | None = None) -> list[dict]:
     """Per epoch (default: every checkpoint): ``{"epoch", "val", "test"}`` accuracies of the
-    Fourier probe fitted on that epoch's G(train)."""
+    Fourier probe fitted on that epoch's G(train), and ``cotrained``: that epoch's co-trained
+    classifier on G(test)."""
     import keras
 
     import geco_tf.models  # noqa: F401 - registers the Keras classes
@@ -42,14 +48,17 @@ def epoch_probe(data_dir: str, run_dir: str, epochs: list[int] | None = None) ->
     data = open_dataset(data_dir)
     splits = {s: load_split_arrays(data, s, target)[:2] for s in ("train", "val", "test")}
     generator = keras.models.load_model(run / "generator.keras", compile=False)
+    classifier = keras.models.load_model(run / "classifier.keras", compile=False)
     if epochs is None:
         epochs = sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("ckpt-*.index"))
     rows = []
     for epoch in epochs:
-        restore_generator(generator, run, epoch)
-        features = {s: fourier_features(generate(generator, x)) for s, (x, _) in splits.items()}
+        restore_generator(generator, run, epoch, classifier)
+        generated = {s: generate(generator, x) for s, (x, _) in splits.items()}
+        features = {s: fourier_features(g) for s, g in generated.items()}
         y_train = splits["train"][1]
-        row = {"epoch": epoch}
+        predicted = np.argmax(classifier.predict(generated["test"], verbose=0), axis=1)
+        row = {"epoch": epoch, "cotrained": float(np.mean(predicted == splits["test"][1]))}
         for s in ("val", "test"):
             row[s] = float(np.mean(fit_predict_linear(features["train"], y_train, features[s]) == splits[s][1]))
         rows.append(row)
@@ -63,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, nargs="*", help="default: every checkpoint")
     args = parser.parse_args(argv)
     for row in epoch_probe(args.data, args.run, args.epochs):
-        print(f"epoch {row['epoch']:3d}: Fourier probe val {row['val']:.3f} test {row['test']:.3f}", flush=True)
+        print(
+            f"epoch {row['epoch']:3d}: Fourier probe val {row['val']:.3f} test {row['test']:.3f}; "
+            f"co-trained classifier test {row['cotrained']:.3f}",
+            flush=True,
+        )
     return 0
 
 

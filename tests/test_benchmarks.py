@@ -240,4 +240,4 @@ def test_epoch_probe_restores_each_epochs_generator(tmp_path):
     rows = epoch_probe.epoch_probe(str(data), str(tmp_path / "run"))
     assert [r["epoch"] for r in rows] == [1, 2]
     for row in rows:
-        assert 0.0 <= row["val"] <= 1.0 and 0.0 <= row["test"] <= 1.0
+        assert 0.0 <= row["val"] <= 1.0 and 0.0 <= row["test"] <= 1.0 and 0.0 <= row["cotrained"] <= 1.0
