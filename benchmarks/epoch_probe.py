@@ -12,7 +12,6 @@ signature is intact; this shows which epochs a fresh model would pass.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,12 @@ def restore_generator(generator, run_dir: str | Path, epoch: int, classifier=Non
     from ``RUN/checkpoints``; returns ``generator``."""
     import tensorflow as tf
 
-    path = Path(run_dir) / "checkpoints" / f"ckpt-{epoch}"
+    from geco_tf.training.run import RunDir, checkpoint_path
+
     parts = {"generator_weights": list(generator.weights)}
     if classifier is not None:
         parts["classifier_weights"] = list(classifier.weights)
-    tf.train.Checkpoint(**parts).read(str(path)).expect_partial()
+    tf.train.Checkpoint(**parts).read(checkpoint_path(RunDir(run_dir), epoch)).expect_partial()
     return generator
 
 
@@ -42,12 +42,14 @@ def epoch_probe(data_dir: str, run_dir: str, epochs: list[int] | None = None) ->
     from geco_tf.data.pipeline import load_split_arrays
     from geco_tf.evaluation.audit import generate
     from geco_tf.evaluation.probes import fit_predict_linear, fourier_features
+    from geco_tf.export.load import load_generator
+    from geco_tf.training.run import RunDir
 
     run = Path(run_dir)
-    target = json.loads((run / "config.json").read_text())["target"]
+    target = RunDir(run).read_config()["target"]
     data = open_dataset(data_dir)
     splits = {s: load_split_arrays(data, s, target)[:2] for s in ("train", "val", "test")}
-    generator = keras.models.load_model(run / "generator.keras", compile=False)
+    generator = load_generator(run)
     classifier = keras.models.load_model(run / "classifier.keras", compile=False)
     if epochs is None:
         epochs = sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("ckpt-*.index"))
@@ -56,12 +58,18 @@ def epoch_probe(data_dir: str, run_dir: str, epochs: list[int] | None = None) ->
         restore_generator(generator, run, epoch, classifier)
         generated = {s: generate(generator, x) for s, (x, _) in splits.items()}
         features = {s: fourier_features(g) for s, g in generated.items()}
-        y_train = splits["train"][1]
+        # one fit, scored on validation and test together
+        held_out = fit_predict_linear(
+            features["train"], splits["train"][1], np.concatenate([features["val"], features["test"]])
+        )
+        n_val = len(features["val"])
         predicted = np.argmax(classifier.predict(generated["test"], verbose=0), axis=1)
-        row = {"epoch": epoch, "cotrained": float(np.mean(predicted == splits["test"][1]))}
-        for s in ("val", "test"):
-            row[s] = float(np.mean(fit_predict_linear(features["train"], y_train, features[s]) == splits[s][1]))
-        rows.append(row)
+        rows.append({
+            "epoch": epoch,
+            "val": float(np.mean(held_out[:n_val] == splits["val"][1])),
+            "test": float(np.mean(held_out[n_val:] == splits["test"][1])),
+            "cotrained": float(np.mean(predicted == splits["test"][1])),
+        })
     return rows
 
 

@@ -80,6 +80,8 @@ def noise_free(manufacturer: str, acquired: tuple[float, float] | None = None) -
 
 
 COMMON_BAND = (0.8, 0.85)  # the k-space every manufacturer records: GE's rows, Siemens' columns
+#: The reference the paired oracle's ``noise-free-mean`` target is.
+NOISE_FREE_MEAN = "noise-free mean of the four acquisitions (denoising, super-resolution to the full matrix)"
 
 
 def references() -> dict[str, list[dict]]:
@@ -92,8 +94,7 @@ def references() -> dict[str, list[dict]]:
             reference_acquisition()],
         "noise-free, common band, no vendor effects (perfect denoising, nothing invented)": [
             reference_acquisition(COMMON_BAND)],
-        "noise-free mean of the four acquisitions (denoising, super-resolution to the full matrix)": [
-            noise_free(m) for m in MANUFACTURERS],
+        NOISE_FREE_MEAN: [noise_free(m) for m in MANUFACTURERS],
         "noise-free mean of the four acquisitions in the common band (denoising, nothing invented)": [
             noise_free(m, COMMON_BAND) for m in MANUFACTURERS],
     }
@@ -165,7 +166,7 @@ def paired_oracle(
         first, _, wanted = renders_and_midpoint(subjects, PAIRED_SEED, size)
     else:
         first, targets = reference_images(subjects, PAIRED_SEED, size, draw=1)
-        wanted = next(image for name, image in targets.items() if name.startswith("noise-free mean of the four acquisitions ("))
+        wanted = targets[NOISE_FREE_MEAN]
     x = np.concatenate(list(first.values()))
     y = np.concatenate([wanted] * len(first))
     keras.utils.set_random_seed(seed)

@@ -130,14 +130,15 @@ def resolve_options(options: dict, size: int) -> dict:
     return opts
 
 
-def resolve_output_band(output_band, data: DatasetInfo) -> tuple[float, float] | None:
+def resolve_output_band(output_band, data: DatasetInfo, generator: str = "unet") -> tuple[float, float] | None:
     """``--output-band``: "off" (or None), "auto" (the dataset's common acquired band,
-    :meth:`DatasetInfo.acquired_band`; off when the dataset does not record one), or
-    (rows, columns) fractions of Nyquist, also as the text "ROWS,COLS"."""
+    :meth:`DatasetInfo.acquired_band`; off when the dataset does not record one, or for a
+    ``generator`` other than the U-Net, the only one with the layer), or (rows, columns)
+    fractions of Nyquist, also as the text "ROWS,COLS"."""
     if output_band in (None, "off"):
         return None
     if output_band == "auto":
-        return data.acquired_band()
+        return data.acquired_band() if generator == "unet" else None
     if isinstance(output_band, str):
         output_band = output_band.replace("x", ",").split(",")
     try:
@@ -346,9 +347,7 @@ def train_geco(
     classes = _check_data(data, target)
     size = data.image_size
     opts = resolve_options(opts, size)
-    opts["output_band_resolved"] = resolve_output_band(opts["output_band"], data)
-    if opts["output_band"] == "auto" and opts["generator"] != "unet":
-        opts["output_band_resolved"] = None  # only the U-Net has the layer; auto asks for nothing
+    opts["output_band_resolved"] = resolve_output_band(opts["output_band"], data, opts["generator"])
 
     keras.utils.set_random_seed(int(opts["seed"]))
     strategy = get_strategy(opts["strategy"])
