@@ -9,6 +9,7 @@ from geco_tf_cli.common import output_dir, target_option
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "mirrored", "multiworker")
 FIDELITIES = ("mse", "ssim", "mse+ssim")
+SELECTION_PROBES = ("fourier", "none")
 
 
 @click.command(
@@ -56,7 +57,7 @@ Examples:
     "--output-band",
     default=None,
     metavar="auto|off|ROWS,COLS",
-    help="U-Net only: low-pass the output to the k-space band every scanner records, so no scanner's extra resolution survives. auto = the band the dataset records (the built-in data's 0.8,0.85; off when unknown), or ROWS,COLS as fractions of Nyquist (docs/method.md). [default: off]",
+    help="U-Net only: low-pass the output to the k-space band every scanner records, so no scanner's extra resolution survives. auto = the band the dataset records (the built-in data's 0.8,0.85; off when unknown), or ROWS,COLS as fractions of Nyquist (docs/method.md). [default: auto]",
 )
 @click.option("--fidelity", type=click.Choice(FIDELITIES), default=None, help="Generator's fidelity term: the paper's pixel MSE (weight --beta), 1 - SSIM (weight --ssim-weight), or both. [default: mse]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper used 0.02; see docs/method.md). [default: 0.001]")
@@ -99,6 +100,12 @@ Examples:
     help="Minutes of training: no epoch starts that would end after it (0 = no limit). [default: 14]",
 )
 @click.option("--ssim-target", type=click.FloatRange(0, 1), default=None, help="SSIM an epoch must reach to be chosen as final. [default: 0.97]")
+@click.option(
+    "--selection-probe",
+    type=click.Choice(SELECTION_PROBES),
+    default=None,
+    help="After each epoch, fit this probe afresh on G(train) and score G(val); the best epoch must fool it as well as the co-trained classifiers (fourier: linear model of Fourier magnitudes, ~5 s an epoch; none = co-trained classifiers only; docs/method.md). [default: fourier]",
+)
 @click.option("--ssim-weight", type=click.FloatRange(min=0), default=None, help="Weight of the 1 - SSIM(X, G(X)) fidelity term (--fidelity ssim or mse+ssim). [default: 20]")
 @click.option("--ssim-setpoint", type=click.FloatRange(0, 1, max_open=True), default=None, help="Scale the fidelity term every step to hold the batch SSIM here (0 = fixed weights). [default: 0]")
 @click.option("--beta-rate", type=click.FloatRange(min=0), default=None, help="Gain of the --ssim-setpoint controller per step. [default: 0.05]")
@@ -112,8 +119,8 @@ def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -
 
     Writes RUN/config.json, history.csv (every epoch), checkpoints/ (every epoch), logs/
     (TensorBoard), generator.keras, classifier.keras and spectral_classifier.keras (the best
-    validation epoch: lowest co-trained accuracy among epochs after the warm-up with SSIM >=
-    --ssim-target) and metrics.json (test split). The co-trained accuracy says how well GECO
+    validation epoch: lowest co-trained accuracy, or --selection-probe's if higher, among epochs
+    after the warm-up with SSIM >= --ssim-target) and metrics.json (test split). The co-trained accuracy says how well GECO
     fooled its own adversaries; whether a fresh classifier still finds the scanner is for
     `geco-tf evaluate`.
     """

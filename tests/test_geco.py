@@ -203,7 +203,7 @@ def test_best_epoch_rule():
 
 def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
     out = tmp_path / "run"
-    metrics = train_geco(tiny_data, out, epochs=2, progress=False, **SMALL)
+    metrics = train_geco(tiny_data, out, epochs=2, progress=False, selection_probe="fourier", **SMALL)
     for name in ("config.json", "history.csv", "generator.keras", "classifier.keras", "metrics.json"):
         assert (out / name).is_file(), name
     assert list((out / "logs").glob("events.out.tfevents.*"))
@@ -211,6 +211,8 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
     lines = (out / "history.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,gen_loss,gen_adv_loss,gen_mse,gen_ssim,beta_scale,cls_loss")
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+    rows = list(csv.DictReader(lines))
+    assert all(0.0 <= float(r["val_accuracy_probe"]) <= 1.0 for r in rows)  # the fresh probe, every epoch
     config = json.loads((out / "config.json").read_text())
     assert config["resolved"]["beta_effective"] == pytest.approx(DEFAULTS["beta"] * 512**2 / 32**2)
     assert config["resolved"]["classifier_padding"] == "same"
@@ -326,11 +328,12 @@ def test_cli_choices_match_the_library():
     from geco_tf_cli import train as cli_train
 
     from geco_tf.training.distribute import STRATEGIES
+    from geco_tf.training.fresh_probe import SELECTION_PROBES
     from geco_tf.training.precision import PRECISIONS
     from geco_tf.training.train import FIDELITIES
 
     assert cli_train.PRECISIONS == PRECISIONS and cli_train.STRATEGIES == STRATEGIES
-    assert cli_train.FIDELITIES == FIDELITIES
+    assert cli_train.FIDELITIES == FIDELITIES and cli_train.SELECTION_PROBES == SELECTION_PROBES
 
 
 def test_defaults_keep_the_papers_architecture_and_schedule():

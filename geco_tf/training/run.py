@@ -41,6 +41,7 @@ HISTORY_COLUMNS = (
     "gen_spec_adv_loss",
     "val_accuracy_cotrained",
     "val_accuracy_spectral",
+    "val_accuracy_probe",
     "val_ssim",
     "val_psnr",
     "seconds",
@@ -162,16 +163,19 @@ def checkpoint_path(run: RunDir, epoch: int) -> str:
     return str(run.checkpoints / f"ckpt-{epoch}")
 
 
-def cotrained_leakage(row: dict) -> float:
-    """An epoch's validation accuracy of its co-trained adversaries: the classifier's, or, with a
-    spectral adversary, the higher of the two (the generator must fool both)."""
-    values = [row.get("val_accuracy_cotrained"), row.get("val_accuracy_spectral")]
+def validation_leakage(row: dict) -> float:
+    """How much of the target an epoch's generated validation slices still give away: the
+    highest validation accuracy of its co-trained classifier, its spectral adversary (if any)
+    and the fresh probe fitted after the epoch (if any, ``geco_tf/training/fresh_probe.py``).
+    The generator must fool all of them; the co-trained ones alone can be briefly behind."""
+    values = [row.get(k) for k in ("val_accuracy_cotrained", "val_accuracy_spectral", "val_accuracy_probe")]
     return max(v for v in values if v is not None)
 
 
 def select_best(rows: list[dict], ssim_target: float, warmup_steps: int = 0) -> tuple[dict | None, bool]:
-    """The design's best-epoch rule: lowest co-trained validation accuracy
-    (:func:`cotrained_leakage`) among epochs whose validation SSIM meets ``ssim_target`` (ties:
+    """The design's best-epoch rule: lowest validation accuracy of the adversaries
+    (:func:`validation_leakage`; the design names the co-trained classifier, to which the spectral
+    adversary and the fresh probe add their accuracies when a run has them) among epochs whose validation SSIM meets ``ssim_target`` (ties:
     the higher SSIM, then the later epoch).
 
     Only epochs that end after the generator's warm-up (``step`` > ``warmup_steps``) can win:
@@ -187,7 +191,7 @@ def select_best(rows: list[dict], ssim_target: float, warmup_steps: int = 0) -> 
     played = [r for r in rows if r.get("step") is None or r["step"] > warmup_steps]
     ok = [r for r in played if r["val_ssim"] is not None and r["val_ssim"] >= ssim_target]
     if ok:
-        return min(ok, key=lambda r: (cotrained_leakage(r), -r["val_ssim"], -r["epoch"])), True
+        return min(ok, key=lambda r: (validation_leakage(r), -r["val_ssim"], -r["epoch"])), True
     return max(played or rows, key=lambda r: (r["val_ssim"] or -1.0, r["epoch"])), False
 
 

@@ -3,8 +3,8 @@
 One call builds the networks for the dataset's image size, plays the GECO game for ``epochs``
 epochs (or until the time budget), validates after every epoch, keeps every epoch in
 ``history.csv`` and a checkpoint, and finally restores the best validation epoch (design.md:
-lowest co-trained accuracy among epochs whose SSIM meets the target) and measures it on the
-test split. ``resume=True`` continues a killed run after its last finished epoch.
+lowest co-trained accuracy among epochs whose SSIM meets the target; with ``selection_probe``,
+a probe fitted afresh after each epoch counts too) and measures it on the test split. ``resume=True`` continues a killed run after its last finished epoch.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from geco_tf.models import Discriminator, build_classifier, build_generator, cho
 from geco_tf.models.spectral import SpectralClassifier
 from geco_tf.training.batch_norm import batch_norm_layers, recalibrate_batch_norm, set_batch_norm_momentum
 from geco_tf.training.distribute import describe, get_strategy
+from geco_tf.training.fresh_probe import SELECTION_PROBES, fresh_probe_accuracy
 from geco_tf.training.geco import GECO
 from geco_tf.training.precision import precision_policy, resolve_precision, wrap_optimizer
 from geco_tf.training.run import (
@@ -55,7 +56,7 @@ DEFAULTS: dict = {
     "edit_space": "logit",
     "linear_filter": 0,
     "noise_channels": 0,
-    "output_band": "off",
+    "output_band": "auto",
     "fidelity": "mse",
     "beta": 0.001,
     "beta_scaling": "area",
@@ -80,6 +81,7 @@ DEFAULTS: dict = {
     "batch_size": 32,
     "steps_per_epoch": None,
     "ssim_target": 0.97,
+    "selection_probe": "fourier",
     "ssim_weight": 20.0,
     "ssim_setpoint": 0.0,
     "beta_rate": 0.05,
@@ -127,6 +129,8 @@ def resolve_options(options: dict, size: int) -> dict:
     opts["precision_resolved"] = resolve_precision(opts["precision"])
     padding = opts["classifier_padding"]
     opts["classifier_padding_resolved"] = choose_padding(size) if padding == "auto" else padding
+    if opts["selection_probe"] not in SELECTION_PROBES:
+        raise UserError(f"--selection-probe {opts['selection_probe']!r}: choose one of {', '.join(SELECTION_PROBES)}")
     return opts
 
 
@@ -446,6 +450,9 @@ def train_geco(
             val_accuracy_spectral=(
                 float(np.mean(val["pred_spectral"] == val["labels"])) if "pred_spectral" in val else None
             ),
+            val_accuracy_probe=fresh_probe_accuracy(
+                model.generator, data, target, opts["selection_probe"], seed=opts["seed"]
+            ),
             val_ssim=float(np.mean(val["ssim"])),
             val_psnr=float(np.mean(val["psnr"])),
             seconds=time.monotonic() - t0,
@@ -468,9 +475,11 @@ def train_geco(
         manager.save(checkpoint_number=epoch)
         epoch_times.append(time.monotonic() - t0)
         if progress:
+            probe = row["val_accuracy_probe"]
             click.echo(
-                f"epoch {epoch}: val accuracy {row['val_accuracy_cotrained']:.3f}  SSIM {row['val_ssim']:.4f}  "
-                f"PSNR {row['val_psnr']:.2f}  ({row['seconds']:.0f} s)",
+                f"epoch {epoch}: val accuracy {row['val_accuracy_cotrained']:.3f}"
+                + (f"  fresh probe {probe:.3f}" if probe is not None else "")
+                + f"  SSIM {row['val_ssim']:.4f}  PSNR {row['val_psnr']:.2f}  ({row['seconds']:.0f} s)",
                 err=True,
             )
     writer.close()
