@@ -64,14 +64,15 @@ def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
 
 def history_figure(history: Sequence[Mapping[str, str]], chance: float, path: str | os.PathLike,
                    best_epoch: int | None = None, ssim_target: float | None = 0.97) -> Path:
-    """SSIM (orange, left axis) and co-trained accuracy (blue, right axis) per epoch (Fig. 1g/h)."""
+    """SSIM (orange, left axis) and co-trained accuracy (blue, right axis) per epoch (Fig. 1g/h),
+    and the fresh probe's accuracy when the run recorded it (``--selection-probe``)."""
     plt = _plt()
 
     def column(name: str) -> np.ndarray:
         return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in history])
 
     epochs = column("epoch")
-    fig, ax1 = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax1 = plt.subplots(figsize=(6.4, 4.2))
     ax2 = ax1.twinx()
     if "val_ssim" in history[0]:
         ax1.plot(epochs, column("val_ssim"), "o-", color=ORANGE, label="SSIM (val)")
@@ -79,6 +80,9 @@ def history_figure(history: Sequence[Mapping[str, str]], chance: float, path: st
         ax1.axhline(ssim_target, color=ORANGE, ls=":", lw=1)
     if "val_accuracy_cotrained" in history[0]:
         ax2.plot(epochs, column("val_accuracy_cotrained"), "s-", color=BLUE, label="co-trained accuracy (val)")
+    probe = column("val_accuracy_probe") if "val_accuracy_probe" in history[0] else np.array([np.nan])
+    if not np.isnan(probe).all():  # runs with --selection-probe: the fresh probe chose the epoch too
+        ax2.plot(epochs, probe, "^--", color=BLUE, alpha=0.6, label="fresh probe accuracy (val)")
     ax2.axhline(chance, color=BLUE, ls="--", lw=1, label=f"chance {chance:.2f}")
     if best_epoch is not None:
         ax1.axvline(best_epoch, color=GREY, ls="-.", lw=1, label=f"kept epoch {best_epoch}")
@@ -88,7 +92,7 @@ def history_figure(history: Sequence[Mapping[str, str]], chance: float, path: st
     ax2.set_ylim(0, 1.02)
     handles = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax1.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
-    ax1.legend(handles, labels, loc="lower left", fontsize=8)
+    ax1.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
     ax1.set_title("Training: SSIM and co-trained accuracy per epoch", fontsize=10)
     return _save(fig, path)
 
