@@ -174,9 +174,10 @@ def validation_leakage(row: dict) -> float:
 
 def select_best(rows: list[dict], ssim_target: float, warmup_steps: int = 0) -> tuple[dict | None, bool]:
     """The design's best-epoch rule: lowest validation accuracy of the adversaries
-    (:func:`validation_leakage`; the design names the co-trained classifier, to which the spectral
-    adversary and the fresh probe add their accuracies when a run has them) among epochs whose validation SSIM meets ``ssim_target`` (ties:
-    the higher SSIM, then the later epoch).
+    (:func:`validation_leakage`; the design names the co-trained classifier, to which the
+    spectral adversary and the fresh probe add their accuracies when a run has them) among
+    epochs whose validation SSIM meets ``ssim_target`` (ties: the higher SSIM, then the later
+    epoch).
 
     Only epochs that end after the generator's warm-up (``step`` > ``warmup_steps``) can win:
     before it the generator is the identity and the classifier is still learning, so a low

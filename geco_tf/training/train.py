@@ -4,7 +4,8 @@ One call builds the networks for the dataset's image size, plays the GECO game f
 epochs (or until the time budget), validates after every epoch, keeps every epoch in
 ``history.csv`` and a checkpoint, and finally restores the best validation epoch (design.md:
 lowest co-trained accuracy among epochs whose SSIM meets the target; with ``selection_probe``,
-a probe fitted afresh after each epoch counts too) and measures it on the test split. ``resume=True`` continues a killed run after its last finished epoch.
+a probe fitted afresh after each epoch counts too) and measures it on the test split.
+``resume=True`` continues a killed run after its last finished epoch.
 """
 
 from __future__ import annotations
