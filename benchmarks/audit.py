@@ -7,6 +7,7 @@ DeepDicomSort-style classifier on G(train) and test it on G(test)
 features (:func:`geco_tf.evaluation.probes.fit_predict_fourier`). Usage::
 
     python benchmarks/audit.py --data /tmp/data --run /tmp/exp/E11
+    python benchmarks/audit.py --data /tmp/data --run /tmp/exp/E24 --dds-epochs 80   # no early stop
 
 Prints one line per audit: test accuracy (chance 1 / classes), its 95% interval and n_test.
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 import argparse
 
 
-def fresh_audits(generator, data, target: str, seed: int = 0) -> dict:
+def fresh_audits(generator, data, target: str, seed: int = 0, dds_epochs: int | None = None) -> dict:
     """The report's two fresh audits of ``generator`` on the dataset ``data`` (a ``DatasetInfo``):
     ``fourier`` (``stats.accuracy_ci`` of the Fourier-magnitude probe), ``dds``
     (``audit.audit_accuracy``), and the fidelity of G(test) to the originals (mean ``ssim``,
-    ``psnr``)."""
+    ``psnr``). ``dds_epochs`` trains the DDS audit that many epochs without an early stop
+    (default: the report's 40 with its early stop)."""
     from geco_tf.data.pipeline import load_split_arrays
     from geco_tf.evaluation.audit import audit_accuracy, generate
     from geco_tf.evaluation.metrics import fidelity
@@ -34,7 +36,11 @@ def fresh_audits(generator, data, target: str, seed: int = 0) -> dict:
     fid = fidelity(x_test, g_test)
     return {
         "fourier": fourier,
-        "dds": audit_accuracy(generator, data, target, seed=seed),
+        "dds": (
+            audit_accuracy(generator, data, target, seed=seed, epochs=dds_epochs, patience=dds_epochs)
+            if dds_epochs
+            else audit_accuracy(generator, data, target, seed=seed)
+        ),
         "ssim": float(fid["ssim"].mean()),
         "psnr": float(fid["psnr"].mean()),
     }
@@ -46,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="a `geco-tf train` run directory")
     parser.add_argument("--target", default=None, help="default: the run's target")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dds-epochs", type=int, default=None, help="train the DDS audit this long, no early stop (default: 40, early stop)"
+    )
     args = parser.parse_args(argv)
 
     import json
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from geco_tf.export.load import load_generator
 
     target = args.target or json.loads((Path(args.run) / "config.json").read_text())["target"]
-    result = fresh_audits(load_generator(args.run), open_dataset(args.data), target, seed=args.seed)
+    result = fresh_audits(load_generator(args.run), open_dataset(args.data), target, seed=args.seed, dds_epochs=args.dds_epochs)
     fourier, dds = result["fourier"], result["dds"]
     low, high = fourier["ci95"]
     print(f"{args.run}: Fourier audit {fourier['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {fourier['n']}", flush=True)
