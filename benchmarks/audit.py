@@ -24,7 +24,7 @@ def fresh_audits(generator, data, target: str, seed: int = 0, dds_epochs: int | 
     ``psnr``). ``dds_epochs`` trains the DDS audit that many epochs without an early stop
     (default: the report's 40 with its early stop)."""
     from geco_tf.data.pipeline import load_split_arrays
-    from geco_tf.evaluation.audit import audit_accuracy, generate
+    from geco_tf.evaluation.audit import DEFAULT_EPOCHS, PATIENCE, audit_accuracy, generate
     from geco_tf.evaluation.metrics import fidelity
     from geco_tf.evaluation.probes import fit_predict_fourier
     from geco_tf.evaluation.stats import accuracy_ci
@@ -36,10 +36,8 @@ def fresh_audits(generator, data, target: str, seed: int = 0, dds_epochs: int | 
     fid = fidelity(x_test, g_test)
     return {
         "fourier": fourier,
-        "dds": (
-            audit_accuracy(generator, data, target, seed=seed, epochs=dds_epochs, patience=dds_epochs)
-            if dds_epochs
-            else audit_accuracy(generator, data, target, seed=seed)
+        "dds": audit_accuracy(
+            generator, data, target, seed=seed, epochs=dds_epochs or DEFAULT_EPOCHS, patience=dds_epochs or PATIENCE
         ),
         "ssim": float(fid["ssim"].mean()),
         "psnr": float(fid["psnr"].mean()),

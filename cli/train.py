@@ -120,9 +120,9 @@ def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -
     Writes RUN/config.json, history.csv (every epoch), checkpoints/ (every epoch), logs/
     (TensorBoard), generator.keras, classifier.keras and spectral_classifier.keras (the best
     validation epoch: lowest co-trained accuracy, or --selection-probe's if higher, among epochs
-    after the warm-up with SSIM >= --ssim-target) and metrics.json (test split). The co-trained accuracy says how well GECO
-    fooled its own adversaries; whether a fresh classifier still finds the scanner is for
-    `geco-tf evaluate`.
+    after the warm-up with SSIM >= --ssim-target) and metrics.json (test split). The co-trained
+    accuracy says how well GECO fooled its own adversaries; whether a fresh classifier still
+    finds the scanner is for `geco-tf evaluate`.
     """
     # Options default to None (= the library's DEFAULTS) so a resumed run keeps its stored ones.
     output_dir(out_dir, "--out")

@@ -21,7 +21,7 @@ def test_fresh_probe_finds_an_intact_signature_and_not_an_erased_one(synth_data)
     intact = fresh_probe_accuracy(identity, data, "manufacturer")
     erased = fresh_probe_accuracy(erase, data, "manufacturer")
     assert intact >= 0.8, intact  # 0.875 on this 32-slice validation split
-    _, y_val = generated_features(identity, data, "val", "manufacturer")
+    _, y_val = generated_features(identity, data, "manufacturer", {"val": None})["val"]
     majority = np.bincount(y_val).max() / len(y_val)
     assert erased <= majority + 1e-9, (erased, majority)
     assert fresh_probe_accuracy(identity, data, "manufacturer", probe="none") is None
@@ -33,10 +33,10 @@ def test_generated_features_takes_the_same_bounded_subset_every_time(tiny_data):
     data = open_dataset(tiny_data)
     identity = keras.layers.Identity()
     n_train = data.count("train", "manufacturer")
-    f_all, y_all = generated_features(identity, data, "train", "manufacturer")
+    f_all, y_all = generated_features(identity, data, "manufacturer", {"train": None})["train"]
     assert len(f_all) == len(y_all) == n_train
-    f1, y1 = generated_features(identity, data, "train", "manufacturer", max_images=n_train // 2, seed=3)
-    f2, y2 = generated_features(identity, data, "train", "manufacturer", max_images=n_train // 2, seed=3)
+    f1, y1 = generated_features(identity, data, "manufacturer", {"train": n_train // 2}, seed=3)["train"]
+    f2, y2 = generated_features(identity, data, "manufacturer", {"train": n_train // 2}, seed=3)["train"]
     assert len(f1) == n_train // 2 and np.array_equal(y1, y2) and np.allclose(f1, f2)
 
 

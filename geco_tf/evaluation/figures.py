@@ -80,7 +80,7 @@ def history_figure(history: Sequence[Mapping[str, str]], chance: float, path: st
         ax1.axhline(ssim_target, color=ORANGE, ls=":", lw=1)
     if "val_accuracy_cotrained" in history[0]:
         ax2.plot(epochs, column("val_accuracy_cotrained"), "s-", color=BLUE, label="co-trained accuracy (val)")
-    probe = column("val_accuracy_probe") if "val_accuracy_probe" in history[0] else np.array([np.nan])
+    probe = column("val_accuracy_probe")  # NaN where the run has no fresh probe
     if not np.isnan(probe).all():  # runs with --selection-probe: the fresh probe chose the epoch too
         ax2.plot(epochs, probe, "^--", color=BLUE, alpha=0.6, label="fresh probe accuracy (val)")
     ax2.axhline(chance, color=BLUE, ls="--", lw=1, label=f"chance {chance:.2f}")

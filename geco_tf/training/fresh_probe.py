@@ -34,30 +34,34 @@ PROBE_TRAIN_IMAGES = 4096
 def generated_features(
     generator: tf.keras.Model,
     data: DatasetInfo,
-    split: str,
     target: str,
-    max_images: int | None = None,
+    splits: dict[str, int | None],
     seed: int = 0,
     batch_size: int = 64,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fourier features of G(x) and labels for ``split`` (at most ``max_images`` slices, the
-    same seeded subset on every call), computed batch by batch so no split is held in memory."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fourier features of G(x) and labels for each split in ``splits`` (split -> at most that
+    many slices, the same seeded subset on every call; None = all), computed batch by batch so
+    no split is held in memory, through one traced inference function for all splits."""
 
     @tf.function(reduce_retracing=True)
     def generate(x):
         return tf.cast(generator(x, training=False), tf.float32)
 
-    shuffle = max_images is not None and data.count(split, target) > max_images
-    ds = make_dataset(data, split, target, batch_size, shuffle=shuffle, seed=seed, cache=False)
-    if shuffle:
-        ds = ds.unbatch().take(max_images).batch(batch_size)
-    features, labels = [], []
-    for x, y in ds:
-        features.append(fourier_features(generate(x).numpy()))
-        labels.append(y.numpy())
-    if not features:
-        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
-    return np.concatenate(features), np.concatenate(labels)
+    out = {}
+    for split, max_images in splits.items():
+        shuffle = max_images is not None and data.count(split, target) > max_images
+        ds = make_dataset(data, split, target, batch_size, shuffle=shuffle, seed=seed, cache=False)
+        if shuffle:
+            ds = ds.unbatch().take(max_images).batch(batch_size)
+        features, labels = [], []
+        for x, y in ds:
+            features.append(fourier_features(generate(x).numpy()))
+            labels.append(y.numpy())
+        if features:
+            out[split] = (np.concatenate(features), np.concatenate(labels))
+        else:
+            out[split] = (np.zeros((0, 0), np.float32), np.zeros((0,), np.int64))
+    return out
 
 
 def fresh_probe_accuracy(
@@ -69,8 +73,8 @@ def fresh_probe_accuracy(
         return None
     if probe not in SELECTION_PROBES:
         raise ValueError(f"unknown selection probe {probe!r}; choose one of {', '.join(SELECTION_PROBES)}")
-    f_train, y_train = generated_features(generator, data, "train", target, PROBE_TRAIN_IMAGES, seed)
-    f_val, y_val = generated_features(generator, data, "val", target)
+    features = generated_features(generator, data, target, {"train": PROBE_TRAIN_IMAGES, "val": None}, seed)
+    (f_train, y_train), (f_val, y_val) = features["train"], features["val"]
     if not len(f_train) or not len(f_val):
         return None
     return float(np.mean(fit_predict_linear(f_train, y_train, f_val) == y_val))
