@@ -16,7 +16,7 @@ from geco_tf.errors import UserError
 from geco_tf.models import MaxPoolClassifier, UNetGenerator
 from geco_tf.training.geco import BETA_LOG_RANGE, GECO
 from geco_tf.training.precision import precision_policy, resolve_precision, wrap_optimizer
-from geco_tf.training.run import select_best
+from geco_tf.training.run import make_checkpoint, select_best
 from geco_tf.training.train import DEFAULTS, effective_beta, fidelity_terms, train_geco
 
 SMALL = {"base_filters": 4, "depth": 2, "classifier": "maxpool", "batch_size": 8, "warmup_steps": 2, "pool_size": 32}
@@ -434,3 +434,56 @@ def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, 
     for i, v in enumerate(gen.weights):
         saved = tf.train.load_variable(str(out / "checkpoints" / f"ckpt-{best}"), f"generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE")
         np.testing.assert_array_equal(v.numpy(), saved)
+
+
+def test_generator_ema_averages_the_generators_weights_and_is_the_output():
+    keras.utils.set_random_seed(7)
+    model = _game(generator_ema=0.75)
+    assert model.output_generator is model.ema_generator
+    for a, w in zip(model.ema_generator.weights, model.generator.weights):
+        np.testing.assert_array_equal(a.numpy(), w.numpy())  # starts at the initial weights
+    before = [w.numpy().copy() for w in model.ema_generator.weights]
+    model.train_step(_batch(3))
+    # the step moves the generator only; the average follows when update_ema is called
+    for a, b in zip(model.ema_generator.weights, before):
+        np.testing.assert_array_equal(a.numpy(), b)
+    model.update_ema()
+    moved = False
+    for a, b, w in zip(model.ema_generator.weights, before, model.generator.weights):
+        np.testing.assert_allclose(a.numpy(), 0.75 * b + 0.25 * w.numpy(), rtol=1e-6, atol=1e-7)
+        moved |= not np.array_equal(w.numpy(), b)
+    assert moved
+    x = _batch(4)[0]
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(model.ema_generator(x)), atol=1e-6)
+    assert GECO.from_config(model.get_config()).generator_ema == 0.75
+    plain = _game()
+    assert plain.ema_generator is None and plain.output_generator is plain.generator
+
+
+def test_the_generator_average_goes_through_the_checkpoint(tmp_path):
+    keras.utils.set_random_seed(8)
+    model = _game(generator_ema=0.5)
+    model.train_step(_batch(5))
+    model.update_ema()
+    path = make_checkpoint(model, tf.Variable(1, dtype=tf.int64)).write(str(tmp_path / "ckpt"))
+    keras.utils.set_random_seed(9)
+    other = _game(generator_ema=0.5)
+    make_checkpoint(other, tf.Variable(0, dtype=tf.int64)).read(path).assert_existing_objects_matched()
+    for a, b in zip(other.ema_generator.weights, model.ema_generator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_an_ema_run_saves_the_average_and_resumes_it(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "ema"
+    train_geco(tiny_data, out, epochs=1, progress=False, generator_ema=0.9, **SMALL)
+    ckpt = str(out / "checkpoints" / "ckpt-1")
+    names = [name for name, _ in tf.train.list_variables(ckpt)]
+    assert any(name.startswith("ema_generator_weights/") for name in names)
+    saved = keras.saving.load_model(out / "generator.keras", compile=False)
+    ema = [tf.train.load_variable(ckpt, f"ema_generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(saved.weights))]
+    live = [tf.train.load_variable(ckpt, f"generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(saved.weights))]
+    for w, e in zip(saved.weights, ema):
+        np.testing.assert_array_equal(w.numpy(), e)  # generator.keras is the average
+    assert any(not np.array_equal(e, v) for e, v in zip(ema, live))  # which is not the live generator
+    train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
+    assert json.loads((out / "config.json").read_text())["options"]["generator_ema"] == 0.9

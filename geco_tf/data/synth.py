@@ -421,17 +421,20 @@ class SimSubject:
 
     def render(
         self, modality: str, slice_index: int, size: int, manufacturer: str | None = None,
-        rng: np.random.Generator | None = None, acquisition: dict | None = None,
+        rng: np.random.Generator | None = None, acquisition: dict | None = None, field: dict | None = None,
     ) -> tuple[np.ndarray, bool]:
         """One slice in the intensity convention and whether it shows the lesion.
 
         ``manufacturer`` overrides the subject's own (the same anatomy seen by another vendor,
         used to measure how subtle the signatures are); ``acquisition`` replaces the vendor's
         parameters altogether (a dict with the keys of a :data:`VENDORS` entry, e.g. a
-        noise-free reference acquisition); ``rng`` supplies the noise.
+        noise-free reference acquisition); ``field`` replaces the field strength's acquisition
+        parameters (a dict with the keys of a :data:`FIELDS` entry: SNR, B1, chemical shift) while
+        the tissue contrast stays the subject's field strength's (to measure each cue alone);
+        ``rng`` supplies the noise.
         """
         vendor = acquisition if acquisition is not None else VENDORS[manufacturer or self.manufacturer]
-        field = FIELDS[self.field_strength]
+        field = field if field is not None else FIELDS[self.field_strength]
         rng = rng if rng is not None else self.rng
         z = SLICE_ORIGIN_MM + SLICE_SPACING_MM * slice_index
         n_true = 2 * size

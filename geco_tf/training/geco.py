@@ -87,6 +87,13 @@ class GECO(keras.Model):
             pool gives the *classifier* a memory of earlier generators; this gives the
             *generator* a memory of earlier classifiers, so it cannot win by moving the
             signature back to where an earlier classifier looked (a cycle).
+        generator_ema: if > 0, the decay of an exponential moving average of the generator's
+            weights (:attr:`ema_generator`, updated by :meth:`update_ema` after every step),
+            which is then the generator the run validates, selects and saves
+            (:attr:`output_generator`). In a game the live generator circles round its
+            equilibrium as each player answers the other's last move; the average of its
+            recent weights sits nearer the centre (Yazici et al., ICLR 2019, "The unusual
+            effectiveness of averaging in GAN training").
     """
 
     def __init__(
@@ -111,6 +118,7 @@ class GECO(keras.Model):
         ssim_setpoint: float = 0.0,
         beta_rate: float = 0.05,
         classifier_snapshots: int = 0,
+        generator_ema: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +126,8 @@ class GECO(keras.Model):
             raise ValueError("critic_steps must be >= 1")
         if pool_size and not image_size:
             raise ValueError("a replay pool needs image_size")
+        if not 0.0 <= generator_ema < 1.0:
+            raise ValueError("generator_ema must be in [0, 1)")
         self.generator = generator
         self.classifier = classifier
         self.discriminator = discriminator
@@ -143,6 +153,11 @@ class GECO(keras.Model):
             snapshot = type(classifier).from_config({**classifier.get_config(), "name": f"classifier_snapshot{k}"})
             snapshot.trainable = False
             self.snapshots.append(snapshot)
+        self.generator_ema = float(generator_ema)
+        self.ema_generator = None
+        if self.generator_ema:
+            self.ema_generator = type(generator).from_config({**generator.get_config(), "name": "generator_ema"})
+            self.ema_generator.trainable = False
         # Game state that must survive a resume: the step counter drives warm-up and the
         # pool's random stream; the pool itself is the classifier's memory.
         self.step_counter = self.add_weight(
@@ -198,13 +213,34 @@ class GECO(keras.Model):
         self.s_optimizer = s_optimizer
 
     def call(self, x, training=None):
-        """The generator's output: GECO used as a model *is* the de-artifacting generator."""
-        return self.generator(x, training=training)
+        """The output generator's result: GECO used as a model *is* the de-artifacting generator."""
+        return self.output_generator(x, training=training)
+
+    @property
+    def output_generator(self) -> keras.Model:
+        """The generator a run validates, keeps and saves: the weight average
+        (:attr:`ema_generator`) with ``generator_ema``, else the trained generator itself."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
+
+    def update_ema(self) -> None:
+        """``ema = decay * ema + (1 - decay) * weights``, for every weight of the generator.
+
+        Called once per game step outside the replicated ``train_step`` (so it runs in
+        cross-replica context, where an assignment reaches every replica's copy)."""
+        if self.ema_generator is None:
+            return
+        decay = self.generator_ema
+        for average, weight in zip(self.ema_generator.weights, self.generator.weights):
+            average.assign(decay * average.value + (1.0 - decay) * tf.cast(weight.value, average.dtype))
 
     def build(self, input_shape) -> None:
         """Build all networks (and optimizers' slots) for ``input_shape`` [B, H, W, 1]."""
         x = keras.ops.zeros([1, *input_shape[1:]])
         g = self.generator(x)
+        if self.ema_generator is not None:  # the average starts at the initial weights
+            self.ema_generator(x)
+            for average, weight in zip(self.ema_generator.weights, self.generator.weights):
+                average.assign(weight.value)
         self.classifier(g)
         if self.discriminator is not None:
             self.discriminator(g)
@@ -252,6 +288,7 @@ class GECO(keras.Model):
             "ssim_setpoint": self.ssim_setpoint,
             "beta_rate": self.beta_rate,
             "classifier_snapshots": self.classifier_snapshots,
+            "generator_ema": self.generator_ema,
         }
 
     @classmethod
@@ -455,9 +492,10 @@ class GECO(keras.Model):
         return loss, logits
 
     def test_step(self, data) -> dict[str, tf.Tensor]:
-        """Co-trained accuracy on G(X), SSIM and PSNR of G(X) against X (running means)."""
+        """Co-trained accuracy on G(X), SSIM and PSNR of G(X) against X (running means), G the
+        :attr:`output_generator`."""
         x, y = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
-        g = tf.cast(self.generator(x, training=False), tf.float32)
+        g = tf.cast(self.output_generator(x, training=False), tf.float32)
         probs = self.classifier(g, training=False)
         correct = tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), y), tf.float32)
         self.accuracy_tracker.update_state(correct)

@@ -123,6 +123,8 @@ def network_parts(model) -> dict:
         parts["discriminator_weights"] = list(model.discriminator.weights)
     if model.spectral_classifier is not None:
         parts["spectral_classifier_weights"] = list(model.spectral_classifier.weights)
+    if model.ema_generator is not None:
+        parts["ema_generator_weights"] = list(model.ema_generator.weights)
     return parts
 
 

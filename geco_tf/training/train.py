@@ -67,6 +67,7 @@ DEFAULTS: dict = {
     "adam_beta_1": 0.5,
     "critic_steps": 2,
     "classifier_snapshots": 0,
+    "generator_ema": 0.0,
     "three_player": False,
     "spectral_adversary": True,
     "spectral_weight": 1.0,
@@ -223,6 +224,7 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
         ssim_setpoint=options["ssim_setpoint"],
         beta_rate=options["beta_rate"],
         classifier_snapshots=options["classifier_snapshots"],
+        generator_ema=options["generator_ema"],
     )
     policy = options["precision_resolved"]
 
@@ -250,7 +252,7 @@ def predict_split(model: GECO, data: DatasetInfo, split: str, target: str, batch
 
     @tf.function(reduce_retracing=True)
     def step(x):
-        g = tf.cast(model.generator(x, training=False), tf.float32)
+        g = tf.cast(model.output_generator(x, training=False), tf.float32)
         p = model.classifier(g, training=False)
         ps = spectral(g, training=False) if spectral is not None else p
         return p, ps, ssim(x, g), psnr(x, g)
@@ -296,7 +298,7 @@ def recalibrate_classifier(model: GECO, data: DatasetInfo, target: str, seed: in
 
     @tf.function(reduce_retracing=True)
     def generate(x):
-        return tf.cast(model.generator(x, training=False), tf.float32)
+        return tf.cast(model.output_generator(x, training=False), tf.float32)
 
     batches = 0
     for network in (model.classifier, model.spectral_classifier):
@@ -413,6 +415,7 @@ def train_geco(
         per_replica = strategy.run(inner, args=(batch,))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
+    ema_step = tf.function(model.update_ema)
     writer = tf.summary.create_file_writer(str(run.logs))
     budget = opts["time_budget_minutes"]
     started = time.monotonic()
@@ -436,6 +439,8 @@ def train_geco(
         with bar:
             for _ in range(steps):
                 logs = distributed_step(next(iterator))
+                if model.ema_generator is not None:
+                    ema_step()
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 bar.update(1)
@@ -452,7 +457,7 @@ def train_geco(
                 float(np.mean(val["pred_spectral"] == val["labels"])) if "pred_spectral" in val else None
             ),
             val_accuracy_probe=fresh_probe_accuracy(
-                model.generator, data, target, opts["selection_probe"], seed=opts["seed"]
+                model.output_generator, data, target, opts["selection_probe"], seed=opts["seed"]
             ),
             val_ssim=float(np.mean(val["ssim"])),
             val_psnr=float(np.mean(val["psnr"])),
@@ -509,7 +514,7 @@ def train_geco(
 
 def _save_networks(run: RunDir, model: GECO) -> None:
     """``generator.keras``, ``classifier.keras`` (and ``spectral_classifier.keras``), atomically."""
-    run.save_model(model.generator, run.generator)
+    run.save_model(model.output_generator, run.generator)
     run.save_model(model.classifier, run.classifier)
     if model.spectral_classifier is not None:
         run.save_model(model.spectral_classifier, run.path / "spectral_classifier.keras")
