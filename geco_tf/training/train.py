@@ -82,7 +82,7 @@ DEFAULTS: dict = {
     "epochs": 15,
     "batch_size": 32,
     "steps_per_epoch": None,
-    "ssim_target": 0.97,
+    "ssim_target": 0.972,
     "selection_probe": "fourier",
     "ssim_weight": 20.0,
     "ssim_setpoint": 0.0,
