@@ -52,7 +52,7 @@ Examples:
     help="With --input-skip, the units of the U-Net's edit: logit (added before the tanh) or pixel (divided by tanh's slope; see docs/method.md). [default: logit]",
 )
 @click.option("--linear-filter", type=click.IntRange(min=0), default=None, help="With --input-skip, size k of a learnable k x k filter of the input added to the edit; 0 = none. [default: 0]")
-@click.option("--noise-channels", type=click.IntRange(min=0), default=None, help="U-Net only: standard-normal channels drawn on every call and given to the generator beside the image, so it can write noise texture a scanner lacks (0 = deterministic; docs/method.md). [default: 0.98]")
+@click.option("--noise-channels", type=click.IntRange(min=0), default=None, help="U-Net only: standard-normal channels drawn on every call and given to the generator beside the image, so it can write noise texture a scanner lacks (0 = deterministic; docs/method.md). [default: 0]")
 @click.option(
     "--output-band",
     default=None,
@@ -71,8 +71,8 @@ Examples:
 @click.option("--c-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Classifier Adam learning rate. [default: 1e-3]")
 @click.option("--d-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Discriminator learning rate. [default: 5e-4]")
 @click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 2]")
-@click.option("--classifier-snapshots", type=click.IntRange(0, 8), default=None, help="The generator must also fool frozen copies of the co-trained classifier from the last K epochs (0 = only the live one; docs/method.md). [default: 0.98]")
-@click.option("--generator-ema", type=click.FloatRange(0, 1, max_open=True), default=None, help="Validate, keep and save an exponential moving average of the generator's weights with this decay per step (0 = the trained generator itself; docs/method.md). [default: 0.98]")
+@click.option("--classifier-snapshots", type=click.IntRange(0, 8), default=None, help="The generator must also fool frozen copies of the co-trained classifier from the last K epochs (0 = only the live one; docs/method.md). [default: 0]")
+@click.option("--generator-ema", type=click.FloatRange(0, 1, max_open=True), default=None, help="Validate, keep and save an exponential moving average of the generator's weights with this decay per step (0 = the trained generator itself; docs/method.md). [default: 0]")
 @click.option("--three-player", is_flag=True, default=None, help="Add the discriminator (real vs generated).")
 @click.option(
     "--spectral-adversary/--no-spectral-adversary",

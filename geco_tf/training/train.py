@@ -67,7 +67,7 @@ DEFAULTS: dict = {
     "adam_beta_1": 0.5,
     "critic_steps": 2,
     "classifier_snapshots": 0,
-    "generator_ema": 0.98,
+    "generator_ema": 0.0,
     "three_player": False,
     "spectral_adversary": True,
     "spectral_weight": 1.0,
