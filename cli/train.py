@@ -141,6 +141,12 @@ def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -
     )
     if "accuracy_cotrained_spectral" in metrics:
         click.echo(f"test: spectral adversary's accuracy {metrics['accuracy_cotrained_spectral']:.4f}")
-    if not metrics["ssim_target_met"]:
+    if metrics["adversarial_epochs"] == 0:
+        click.echo(
+            "warning: every epoch ended inside the generator's warm-up; its co-trained accuracy is that of an "
+            "untrained classifier, not a measure of removal: train longer (--epochs, --time-budget, --resume)",
+            err=True,
+        )
+    elif not metrics["ssim_target_met"]:
         click.echo(f"warning: no epoch reached validation SSIM {metrics['ssim_target']}; kept the highest-SSIM epoch", err=True)
     click.echo(f"wrote {out_dir}")

@@ -383,6 +383,20 @@ def test_output_band_auto_is_the_band_every_recorded_scanner_acquired(tiny_data)
     assert resolve_output_band("0.7,0.9", tiny) == (0.7, 0.9) == resolve_output_band([0.7, 0.9], tiny)
 
 
+def test_a_run_that_never_leaves_the_warm_up_says_its_accuracy_means_nothing(tiny_data, tmp_path):  # noqa: F811
+    """A budget too short for the machine can end every epoch inside the warm-up; the kept
+    epoch's co-trained accuracy is then an untrained classifier's, and the command says so."""
+    out = tmp_path / "warm"
+    result = _cli("--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--warmup-steps", "1000",
+                  "--classifier", "maxpool", "--base-filters", "4", "--depth", "2", "--batch-size", "8")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "inside the generator's warm-up" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["adversarial_epochs"] == 0 and metrics["epochs_trained"] == 1
+    played = train_geco(tiny_data, tmp_path / "played", epochs=1, progress=False, **SMALL)
+    assert played["adversarial_epochs"] == 1  # SMALL's warm-up is 2 steps
+
+
 @pytest.fixture(scope="module")
 def bad_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")

@@ -155,6 +155,49 @@ def test_a_field_override_switches_one_acquisition_cue():
     assert np.median(change) < 0.01  # and little else
 
 
+def test_tuned_protocol_makes_field_strength_subtle(tmp_path):
+    """``protocol="tuned"``: the 3T scan's fat moves as many pixels as at 1.5T, its T1-weighted
+    contrast follows 1.5T's, 1.5T itself is untouched, and the same anatomy at 1.5T and 3T is
+    much closer (SSIM) than with the shared protocol."""
+    from geco_tf.evaluation.metrics import fidelity
+
+    tuned = synth.field_parameters("3T", "tuned")
+    assert tuned["fat_shift_hz"] / tuned["bandwidth_factor"] == synth.FIELDS["1.5T"]["fat_shift_hz"]
+    assert tuned["snr"] < synth.FIELDS["3T"]["snr"]  # a wider bandwidth costs noise
+    assert synth.field_parameters("1.5T", "tuned") == synth.field_parameters("1.5T", "shared")
+    at_15 = [synth.SimSubject(2, 0, MANUFACTURERS[2], "1.5T", p).render("T2", 10, 64)[0] for p in ("shared", "tuned")]
+    np.testing.assert_array_equal(*at_15)  # 1.5T is untouched
+
+    def wm_over_gm(field_strength, protocol):
+        return synth.tissue_signal("wm", "T1 PRE", field_strength, protocol=protocol) / synth.tissue_signal(
+            "gm", "T1 PRE", field_strength, protocol=protocol
+        )
+
+    reference = wm_over_gm("1.5T", "shared")
+    assert abs(wm_over_gm("3T", "tuned") - reference) < 0.5 * abs(wm_over_gm("3T", "shared") - reference)
+
+    def both_fields(protocol):
+        pairs = {fs: [] for fs in FIELD_STRENGTHS}
+        for index in range(4):
+            for fs in FIELD_STRENGTHS:
+                sim = synth.SimSubject(index, 0, MANUFACTURERS[index], fs, protocol)
+                for modality, slice_index in sim.slice_plan(4):
+                    rng = np.random.default_rng([index, slice_index])
+                    pairs[fs].append(sim.render(modality, slice_index, 64, rng=rng)[0])
+        return [np.stack(pairs[fs])[..., None] for fs in FIELD_STRENGTHS]
+
+    shared = fidelity(*both_fields("shared"))["ssim"].mean()
+    tuned_ssim = fidelity(*both_fields("tuned"))["ssim"].mean()
+    assert shared < 0.9 and tuned_ssim > 0.94, (shared, tuned_ssim)
+
+    out = synth.synthesize(tmp_path / "tuned", size=32, subjects=8, slices_per_subject=2, protocol="tuned")
+    made_by = json.loads((out / "dataset.json").read_text())["made_by"]
+    assert made_by["options"]["protocol"] == "tuned"
+    assert made_by["protocol"]["changes_from_shared"]["3T"]["bandwidth_factor"] == 2.0
+    with pytest.raises(ValueError, match="unknown protocol"):
+        synth.synthesize(tmp_path / "bad", subjects=8, protocol="matched")
+
+
 def test_ssim_between_manufacturers_on_same_anatomy():
     """Issue 2: the same anatomy by two manufacturers has mean SSIM >= 0.95 (independent noise)."""
     result = synth.same_anatomy_ssim(subjects=8, size=64, seed=0)
@@ -225,3 +268,4 @@ def test_cli_defaults_match_library():
         synth.DEFAULT_SUBJECTS,
         synth.DEFAULT_SLICES_PER_SUBJECT,
     )
+    assert cli_synth.PROTOCOLS == tuple(synth.PROTOCOLS) and synth.DEFAULT_PROTOCOL == "shared"

@@ -12,7 +12,7 @@ makes one in which the signatures are physically grounded and as subtle as the p
 3. **Acquisition** (:func:`acquire`): the true image is rendered at twice the output resolution,
    multiplied by the field strength's B1 transmit pattern (centre brightening at 3T) and the
    vendor's residual receive-coil shading, its fat displaced by chemical shift (twice as far at
-   3T), Fourier transformed and cropped to the vendor's acquired matrix, multiplied by the
+   3T unless the 3T protocol doubles the receiver bandwidth: :data:`PROTOCOLS`), Fourier transformed and cropped to the vendor's acquired matrix, multiplied by the
    vendor's k-space filter (apodisation, elliptical sampling, homodyne partial Fourier),
    zero-filled to the output matrix, given complex Gaussian noise (shaped by the same filter,
    amplified by a parallel-imaging g-factor map and folded at half the field of view as in
@@ -96,6 +96,43 @@ FIELDS: dict[str, dict[str, float]] = {
     "3T": {"snr": 230.0, "b1_centre": 0.10, "b1_width": 0.30, "fat_shift_hz": 440.0},
 }
 
+#: How a site sets its protocol per field strength (``geco-tf synth --protocol``).
+#:
+#: * ``shared`` (the default): one protocol (:data:`SEQUENCES`, the vendor's receiver bandwidth)
+#:   at both field strengths, only FLAIR's inversion time retuned; 3T then shows its own T1 and
+#:   T2 contrast and twice the chemical shift in pixels -- field strength is a large signature.
+#: * ``tuned``: the 3T protocol adjusted the way sites match their 3T images to their 1.5T ones:
+#:   receiver bandwidth doubled (fat moves as many pixels as at 1.5T; noise up by sqrt 2),
+#:   T1-weighted TR lengthened with T1 (500 -> 650 ms, T1 is ~1.3x longer at 3T), T2-weighted TE
+#:   shortened with T2 (100 -> 92 ms). What the hardware sets (relaxation times, B1 pattern, FLAIR's
+#:   residual contrast) stays, so field strength is a subtle signature, as in the paper's data.
+PROTOCOLS: dict[str, dict[str, dict[str, object]]] = {
+    "shared": {},
+    "tuned": {
+        "3T": {
+            "bandwidth_factor": 2.0,
+            "sequences": {"T1 PRE": {"tr": 650}, "T1 POST": {"tr": 650}, "T2": {"te": 92}},
+        }
+    },
+}
+DEFAULT_PROTOCOL = "shared"
+
+
+def sequence(modality: str, field_strength: str, protocol: str = DEFAULT_PROTOCOL) -> dict[str, object]:
+    """The pulse-sequence parameters of ``modality`` as the protocol runs it at ``field_strength``."""
+    overrides = PROTOCOLS[protocol].get(field_strength, {}).get("sequences", {})
+    return {**SEQUENCES[modality], **overrides.get(modality, {})}
+
+
+def field_parameters(field_strength: str, protocol: str = DEFAULT_PROTOCOL) -> dict[str, float]:
+    """The :data:`FIELDS` entry with the protocol's receiver bandwidth (``bandwidth_factor``
+    times the vendor's) and the SNR that bandwidth leaves (noise grows with its square root)."""
+    factor = float(PROTOCOLS[protocol].get(field_strength, {}).get("bandwidth_factor", 1.0))
+    field = dict(FIELDS[field_strength])
+    field["bandwidth_factor"] = factor
+    field["snr"] = field["snr"] / math.sqrt(factor)
+    return field
+
 # --- manufacturers --------------------------------------------------------------------------
 #: Reconstruction signature per manufacturer. All four encode phase anterior-posterior
 #: (``phase_axis`` 0 = rows) and read out left-right, so chemical shift moves fat the same way on
@@ -176,12 +213,17 @@ VENDORS: dict[str, dict[str, object]] = {
 
 # --- contrast -------------------------------------------------------------------------------
 def tissue_signal(
-    tissue: str, modality: str, field_strength: str, jitter: tuple[float, float, float] = (1.0, 1.0, 1.0), ti_factor: float = 1.0
+    tissue: str,
+    modality: str,
+    field_strength: str,
+    jitter: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    ti_factor: float = 1.0,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> float:
     """Signal of one tissue: SE ``PD (1 - e^-TR/T1) e^-TE/T2`` or IR
     ``PD |1 - 2 e^-TI/T1 + e^-TR/T1| e^-TE/T2``; gadolinium shortens T1 on T1 POST."""
     p = TISSUE_PARAMS[tissue]
-    seq = SEQUENCES[modality]
+    seq = sequence(modality, field_strength, protocol)
     pd = float(p["pd"]) * jitter[0]
     t1 = float(p["t1"][field_strength]) * jitter[1]
     t2 = float(p["t2"][field_strength]) * jitter[2]
@@ -202,6 +244,7 @@ def render_true(
     field_strength: str,
     jitter: dict[str, tuple[float, float, float]] | None = None,
     ti_factor: float = 1.0,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free water and fat images: partial-volume sums of tissue fractions times tissue
     signals. Fat (scalp, marrow) is kept apart because it is displaced by chemical shift."""
@@ -209,7 +252,7 @@ def render_true(
     water = np.zeros_like(next(iter(fractions.values())), dtype=np.float64)
     fat = np.zeros_like(water)
     for tissue, frac in fractions.items():
-        signal = frac * tissue_signal(tissue, modality, field_strength, jitter.get(tissue, (1.0, 1.0, 1.0)), ti_factor)
+        signal = frac * tissue_signal(tissue, modality, field_strength, jitter.get(tissue, (1.0, 1.0, 1.0)), ti_factor, protocol)
         if tissue in FAT_TISSUES:
             fat += signal
         else:
@@ -330,7 +373,7 @@ def acquire(
     if fat is not None:
         # Chemical shift: fat precesses ~3.5 ppm slower, so it lands displaced along the readout
         # axis by (fat-water frequency difference) / (receiver bandwidth per pixel).
-        shift_px = field["fat_shift_hz"] / float(vendor["bandwidth_hz_px"])
+        shift_px = field["fat_shift_hz"] / (float(vendor["bandwidth_hz_px"]) * field.get("bandwidth_factor", 1.0))
         read_axis = 1 - int(vendor["phase_axis"])
         k = (np.arange(n) - n // 2) / n
         ramp = np.exp(-2j * np.pi * k * shift_px)
@@ -390,11 +433,14 @@ def to_convention(raw: np.ndarray, size: int) -> np.ndarray:
 class SimSubject:
     """A simulated subject scanned at one site: anatomy plus scanner and per-subject jitters."""
 
-    def __init__(self, index: int, seed: int, manufacturer: str, field_strength: str) -> None:
+    def __init__(self, index: int, seed: int, manufacturer: str, field_strength: str, protocol: str = DEFAULT_PROTOCOL) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
         self.index = index
         self.subject_id = f"sim-{index:04d}"
         self.manufacturer = manufacturer
         self.field_strength = field_strength
+        self.protocol = protocol
         self.rng = np.random.default_rng([seed, index])
         has_lesion = bool(self.rng.random() < LESION_FRACTION)
         self.anatomy = anatomy.random_subject(self.rng, self.subject_id, has_lesion)
@@ -434,14 +480,14 @@ class SimSubject:
         ``rng`` supplies the noise.
         """
         vendor = acquisition if acquisition is not None else VENDORS[manufacturer or self.manufacturer]
-        field = field if field is not None else FIELDS[self.field_strength]
+        field = field if field is not None else field_parameters(self.field_strength, self.protocol)
         rng = rng if rng is not None else self.rng
         z = SLICE_ORIGIN_MM + SLICE_SPACING_MM * slice_index
         n_true = 2 * size
         frac = anatomy.tissue_fractions(self.anatomy, z, n_true)
         pixel_mm2 = (anatomy.FOV_MM / n_true) ** 2
         lesion = anatomy.lesion_area(frac) * pixel_mm2 >= LESION_MIN_AREA_MM2
-        true = render_true(frac, modality, self.field_strength, self.anatomy.tissue_jitter, self.ti_factor)
+        true = render_true(frac, modality, self.field_strength, self.anatomy.tissue_jitter, self.ti_factor, self.protocol)
         raw = acquire(
             true,
             vendor,
@@ -468,19 +514,24 @@ def synthesize(
     slices_per_subject: int = DEFAULT_SLICES_PER_SUBJECT,
     seed: int = DEFAULT_SEED,
     progress: Callable[[int], None] | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> Path:
     """Write the built-in multi-vendor dataset directory and return its path.
 
     Deterministic for a given seed: subject ``i`` is drawn from ``default_rng([seed, i])``, so the
     shards are byte-identical across runs. ``progress`` is called with 1 after each subject.
+    ``protocol`` (:data:`PROTOCOLS`) sets how the 3T protocol relates to the 1.5T one; the
+    anatomy, vendors and noise draws do not depend on it.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
     if size < 8:
         raise ValueError(f"size {size} too small (minimum 8)")
     if subjects < 1 or slices_per_subject < 1:
         raise ValueError("subjects and slices_per_subject must be at least 1")
     out_dir = Path(out_dir)
     strata = subject_strata(subjects)
-    sims = [SimSubject(i, seed, m, f) for i, (m, f) in enumerate(strata)]
+    sims = [SimSubject(i, seed, m, f, protocol) for i, (m, f) in enumerate(strata)]
     splits = split_by_subject({s.subject_id: f"{s.manufacturer}|{s.field_strength}" for s in sims}, seed=seed)
     classes = {
         "manufacturer": MANUFACTURERS,
@@ -488,7 +539,7 @@ def synthesize(
         "modality": SYNTH_MODALITIES,
         "lesion": LESION,
     }
-    made_by = made_by_record(size, subjects, slices_per_subject, seed)
+    made_by = made_by_record(size, subjects, slices_per_subject, seed, protocol)
     with DatasetWriter(out_dir, image_size=size, classes=classes, splits=splits, made_by=made_by) as writer:
         for sim in sims:
             for modality, slice_index in sim.slice_plan(slices_per_subject):
@@ -510,7 +561,7 @@ def synthesize(
     return out_dir
 
 
-def made_by_record(size: int, subjects: int, slices_per_subject: int, seed: int) -> dict:
+def made_by_record(size: int, subjects: int, slices_per_subject: int, seed: int, protocol: str = DEFAULT_PROTOCOL) -> dict:
     """Provenance for ``dataset.json``: generator, version, seed, options and every parameter."""
     from geco_tf import __version__
 
@@ -518,7 +569,7 @@ def made_by_record(size: int, subjects: int, slices_per_subject: int, seed: int)
         "generator": GENERATOR,
         "version": __version__,
         "seed": seed,
-        "options": {"size": size, "subjects": subjects, "slices_per_subject": slices_per_subject},
+        "options": {"size": size, "subjects": subjects, "slices_per_subject": slices_per_subject, "protocol": protocol},
         "anatomy": {
             "template": "MNI152 2009a symmetric (nilearn wheel): " + ", ".join(anatomy.TEMPLATE_FILES.values()),
             "slice_range_mm": list(anatomy.SLICE_RANGE_MM),
@@ -534,6 +585,7 @@ def made_by_record(size: int, subjects: int, slices_per_subject: int, seed: int)
         "gadolinium_relaxivity": GD_RELAXIVITY,
         "sequences": SEQUENCES,
         "field_strengths": FIELDS,
+        "protocol": {"name": protocol, "changes_from_shared": PROTOCOLS[protocol]},
         "vendors": VENDORS,
     }
 

@@ -504,6 +504,10 @@ def train_geco(
         best_epoch=int(best["epoch"]),
         ssim_target=opts["ssim_target"],
         ssim_target_met=bool(met),
+        # False when every epoch ended inside the warm-up (a budget too short for this machine):
+        # the generator is then near the identity and the co-trained classifier untrained, so
+        # its accuracy (often near chance) says nothing about removal.
+        adversarial_epochs=sum(1 for r in history if r.get("step") is None or r["step"] > opts["warmup_steps"]),
         epochs_trained=len(history),
         stopped_by_time_budget=stopped_by_budget,
         training_seconds=float(sum(r["seconds"] for r in history)),
