@@ -58,7 +58,8 @@ Examples:
     show_default=True,
     help="shared: one protocol at 1.5T and 3T (3T shows its own contrast and twice the chemical shift). "
     "tuned: the 3T protocol matched to 1.5T as sites do (bandwidth doubled, T1w TR 650 ms, T2w TE 92 ms), "
-    "so field strength is a subtle signature. Anatomy, vendors and noise draws are the same.",
+    "so field strength is a subtle signature. bandwidth: only the 3T bandwidth doubled. "
+    "Anatomy, vendors and noise draws are the same.",
 )
 def command(out: str, size: int, subjects: int, slices_per_subject: int, seed: int, protocol: str) -> None:
     """Write the built-in multi-vendor MRI dataset to OUT.

@@ -78,7 +78,7 @@ def test_manifest_and_dataset_json(synth_data):
     info = json.loads((synth_data / "dataset.json").read_text())
     made = info["made_by"]
     assert made["generator"] == "geco_tf.data.synth" and made["seed"] == 0
-    assert made["options"] == {"size": 64, "subjects": 24, "slices_per_subject": 4}
+    assert made["options"] == {"size": 64, "subjects": 24, "slices_per_subject": 4, "protocol": "shared"}
     assert set(made["vendors"]) == set(MANUFACTURERS) and set(made["field_strengths"]) == set(FIELD_STRENGTHS)
     assert info["classes"]["manufacturer"] == list(MANUFACTURERS)
     assert info["classes"]["modality"] == list(synth.SYNTH_MODALITIES)

@@ -106,6 +106,8 @@ FIELDS: dict[str, dict[str, float]] = {
 #:   T1-weighted TR lengthened with T1 (500 -> 650 ms, T1 is ~1.3x longer at 3T), T2-weighted TE
 #:   shortened with T2 (100 -> 92 ms). What the hardware sets (relaxation times, B1 pattern, FLAIR's
 #:   residual contrast) stays, so field strength is a subtle signature, as in the paper's data.
+#: * ``bandwidth``: between the two -- only the 3T receiver bandwidth doubled (fat shift matched,
+#:   noise up by sqrt 2), sequences shared, so 3T keeps its own T1 and T2 contrast.
 PROTOCOLS: dict[str, dict[str, dict[str, object]]] = {
     "shared": {},
     "tuned": {
@@ -114,6 +116,7 @@ PROTOCOLS: dict[str, dict[str, dict[str, object]]] = {
             "sequences": {"T1 PRE": {"tr": 650}, "T1 POST": {"tr": 650}, "T2": {"te": 92}},
         }
     },
+    "bandwidth": {"3T": {"bandwidth_factor": 2.0}},
 }
 DEFAULT_PROTOCOL = "shared"
 

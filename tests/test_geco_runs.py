@@ -1,0 +1,239 @@
+"""GECO runs end to end (``train_geco`` and ``geco-tf train``): the run directory, each option's
+run, resume, the final networks, and user errors.
+
+Each test trains a tiny run (32x32, a few steps); most of its time is tracing the train step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_geco_helpers import make_tiny_dataset, tiny_data  # noqa: F401 - fixture
+
+from geco_tf.errors import UserError
+from geco_tf.training.train import DEFAULTS, train_geco
+
+SMALL = {"base_filters": 4, "depth": 2, "classifier": "maxpool", "batch_size": 8, "warmup_steps": 2, "pool_size": 32}
+
+
+def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    metrics = train_geco(tiny_data, out, epochs=2, progress=False, selection_probe="fourier", **SMALL)
+    for name in ("config.json", "history.csv", "generator.keras", "classifier.keras", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    assert (out / "checkpoints" / "ckpt-1.index").exists() and (out / "checkpoints" / "ckpt-2.index").exists()
+    lines = (out / "history.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,gen_loss,gen_adv_loss,gen_mse,gen_ssim,beta_scale,cls_loss")
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+    rows = list(csv.DictReader(lines))
+    assert all(0.0 <= float(r["val_accuracy_probe"]) <= 1.0 for r in rows)  # the fresh probe, every epoch
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["beta_effective"] == pytest.approx(DEFAULTS["beta"] * 512**2 / 32**2)
+    assert config["resolved"]["classifier_padding"] == "same"
+    assert config["resolved"]["fidelity_terms"] == {"pixel_mse": True, "ssim_weight": 0.0}  # the paper's loss
+    for key in ("target", "classes", "n_test", "accuracy_cotrained", "chance", "ssim", "psnr", "per_modality",
+                "confusion_cotrained", "best_epoch"):
+        assert key in metrics
+    assert json.loads((out / "metrics.json").read_text())["best_epoch"] == metrics["best_epoch"]
+    assert metrics["adversarial_epochs"] == 2  # SMALL's warm-up is 2 steps: both epochs played the game
+    assert sum(map(sum, metrics["confusion_cotrained"])) == metrics["n_test"]
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    assert gen(np.zeros((1, 40, 24, 1), np.float32)).shape == (1, 40, 24, 1)  # any size
+    # an existing run is not overwritten without --resume
+    with pytest.raises(UserError, match="--resume"):
+        train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
+
+
+def test_ssim_fidelity_run_records_its_terms_and_controller(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "ssim"
+    train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["fidelity_terms"] == {"pixel_mse": False, "ssim_weight": DEFAULTS["ssim_weight"]}
+    rows = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
+    assert all(0.0 < float(r["gen_ssim"]) <= 1.0 and float(r["beta_scale"]) > 0.0 for r in rows)
+
+
+def test_noise_channel_run_saves_a_stochastic_generator(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "noise"
+    train_geco(tiny_data, out, epochs=1, progress=False, noise_channels=1, **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["noise_channels"] == 1
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    assert gen.noise_channels == 1
+    x = np.tanh(np.random.default_rng(0).standard_normal((2, 32, 32, 1))).astype(np.float32)
+    z = np.zeros((2, 32, 32, 1), np.float32)
+    np.testing.assert_array_equal(np.asarray(gen(x, noise=z)), np.asarray(gen(x, noise=z)))
+    assert np.isfinite(np.asarray(gen(x))).all()
+
+
+def test_a_snapshot_run_checkpoints_and_resumes_its_snapshots(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "snap"
+    train_geco(tiny_data, out, epochs=1, progress=False, classifier_snapshots=2, **SMALL)
+    stored = tf.train.load_variable(str(out / "checkpoints" / "ckpt-1"), "snapshot_count/.ATTRIBUTES/VARIABLE_VALUE")
+    assert stored == 1  # one snapshot per epoch
+    train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
+    assert tf.train.load_variable(str(out / "checkpoints" / "ckpt-2"), "snapshot_count/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert json.loads((out / "config.json").read_text())["options"]["classifier_snapshots"] == 2
+
+
+def test_a_run_from_before_the_fidelity_option_resumes_with_the_papers_loss(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "old"
+    train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    for key in ("fidelity", "ssim_weight", "ssim_setpoint", "beta_rate"):
+        del config["options"][key]  # as written before these options existed
+    (out / "config.json").write_text(json.dumps(config))
+    train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
+    resumed = json.loads((out / "config.json").read_text())
+    assert resumed["options"]["fidelity"] == "mse" and resumed["options"]["ssim_setpoint"] == 0.0
+    assert resumed["resolved"]["fidelity_terms"] == {"pixel_mse": True, "ssim_weight": 0.0}
+
+
+def test_cli_choices_match_the_library():
+    from geco_tf_cli import train as cli_train
+
+    from geco_tf.training.distribute import STRATEGIES
+    from geco_tf.training.fresh_probe import SELECTION_PROBES
+    from geco_tf.training.precision import PRECISIONS
+    from geco_tf.training.train import FIDELITIES
+
+    assert cli_train.PRECISIONS == PRECISIONS and cli_train.STRATEGIES == STRATEGIES
+    assert cli_train.FIDELITIES == FIDELITIES and cli_train.SELECTION_PROBES == SELECTION_PROBES
+
+
+def test_defaults_keep_the_papers_architecture_and_schedule():
+    # beta and both learning rates differ from the paper on purpose (docs/method.md)
+    assert DEFAULTS["epochs"] == 15 and DEFAULTS["beta_scaling"] == "area"
+    assert 1 <= DEFAULTS["critic_steps"] <= 3  # the paper's range
+    assert DEFAULTS["generator"] == "unet" and DEFAULTS["classifier"] == "dds"
+
+
+def _cli(*args: str):
+    """In process (a subprocess per case would spend most of the test importing TensorFlow)."""
+    from click.testing import CliRunner
+    from geco_tf_cli.main import cli
+
+    return CliRunner().invoke(cli, ["train", *args])
+
+
+def test_output_band_run_saves_a_band_limited_generator(tiny_data, tmp_path):  # noqa: F811
+    """--output-band reaches the saved generator: its outputs have no power beyond the band."""
+    out = tmp_path / "band"
+    train_geco(tiny_data, out, epochs=1, progress=False, output_band=(0.5, 0.6), **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["output_band"] == [0.5, 0.6] and config["resolved"]["output_band"] == [0.5, 0.6]
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    x = np.tanh(np.random.default_rng(0).standard_normal((2, 32, 32, 1))).astype(np.float32)
+    power = np.abs(np.fft.fft2(np.asarray(gen(x))[..., 0])) ** 2
+    k = np.abs(np.fft.fftfreq(32) * 2)
+    assert power[:, k > 0.7, :].sum() < 1e-3 * power.sum() and power[:, :, k > 0.8].sum() < 1e-3 * power.sum()
+
+
+def test_output_band_auto_is_the_band_every_recorded_scanner_acquired(tiny_data):  # noqa: F811
+    """auto reads the acquisitions dataset.json records (the simulator's vendors): the smallest
+    acquired fraction per axis; nothing recorded, or nothing to cut, means no band."""
+    from geco_tf.data.dataset import DatasetInfo, open_dataset
+    from geco_tf.training.train import resolve_output_band
+
+    tiny = open_dataset(tiny_data)
+
+    def with_vendors(vendors: dict) -> DatasetInfo:
+        return DatasetInfo(path=tiny.path, info={**tiny.info, "made_by": {"vendors": vendors}}, manifest=tiny.manifest)
+
+    recorded = with_vendors({"A": {"acquired": [0.8, 1.0]}, "B": {"acquired": [1.0, 0.85]}, "C": {"acquired": [1, 1]}})
+    assert resolve_output_band("auto", recorded) == (0.8, 0.85)
+    assert resolve_output_band("auto", with_vendors({"A": {"acquired": [1, 1]}})) is None
+    assert resolve_output_band("auto", tiny) is None  # no acquisitions recorded
+    assert resolve_output_band("off", recorded) is None
+    assert resolve_output_band("0.7,0.9", tiny) == (0.7, 0.9) == resolve_output_band([0.7, 0.9], tiny)
+
+
+def test_a_run_that_never_leaves_the_warm_up_says_its_accuracy_means_nothing(tiny_data, tmp_path):  # noqa: F811
+    """A budget too short for the machine can end every epoch inside the warm-up; the kept
+    epoch's co-trained accuracy is then an untrained classifier's, and the command says so."""
+    out = tmp_path / "warm"
+    result = _cli("--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--warmup-steps", "1000",
+                  "--classifier", "maxpool", "--base-filters", "4", "--depth", "2", "--batch-size", "8")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "inside the generator's warm-up" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["adversarial_epochs"] == 0 and metrics["epochs_trained"] == 1
+    # (a run that does leave it counts its epochs: test_train_geco_writes_the_run_directory)
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    empty = root / "empty"
+    empty.mkdir()
+    tiny8 = make_tiny_dataset(root / "tiny8", size=8, subjects_per_class=3, slices=1)
+    one_class = make_tiny_dataset(root / "one", size=32, subjects_per_class=3, slices=1, classes=("Siemens",))
+    return {"root": root, "empty": empty, "tiny8": tiny8, "one": one_class}
+
+
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("target", ["--target", "vendor"], "--target"),
+        ("missing", [], "does not exist"),
+        ("empty", [], "not a dataset directory"),
+        ("one", [], "need at least 2"),
+        ("tiny8", ["--classifier", "dds"], "--classifier maxpool"),
+        ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--noise-channels", "1"], "--noise-channels"),
+        ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--output-band", "0.8,0.85"], "--output-band"),
+        ("tiny8", ["--classifier", "maxpool", "--output-band", "1.5,0.8"], "--output-band"),
+        ("tiny8", ["--classifier", "maxpool", "--output-band", "wide"], "--output-band"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, message):
+    data = {"target": bad_data["tiny8"], "missing": bad_data["root"] / "nope"}.get(case, bad_data.get(case))
+    result = _cli("--data", str(data), "--out", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, tmp_path):  # noqa: F811
+    """Every epoch's checkpoint holds all network variables (batch-norm statistics included),
+    and the final generator.keras is the chosen epoch's, not the last one's."""
+    from geco_tf.training.run import RunDir
+
+    out = tmp_path / "run"
+    train_geco(tiny_data, out, epochs=2, progress=False, ssim_target=0.0, **SMALL)
+    run = RunDir(out)
+    names = [n for n, _ in tf.train.list_variables(str(out / "checkpoints" / "ckpt-1"))]
+    assert any(n.startswith("classifier_weights") and "moving" not in n for n in names)
+    assert sum(n.startswith("classifier_weights/") for n in names) == len(
+        keras.saving.load_model(out / "classifier.keras", compile=False).weights
+    )
+    best = json.loads(run.metrics.read_text())["best_epoch"]
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    # generator.keras is the weight average when the run keeps one (the default)
+    averaged = json.loads((out / "config.json").read_text())["options"]["generator_ema"] > 0
+    prefix = "ema_generator_weights" if averaged else "generator_weights"
+    for i, v in enumerate(gen.weights):
+        saved = tf.train.load_variable(str(out / "checkpoints" / f"ckpt-{best}"), f"{prefix}/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+        np.testing.assert_array_equal(v.numpy(), saved)
+
+
+def test_an_ema_run_saves_the_average_and_resumes_it(tiny_data, tmp_path):  # noqa: F811
+    out = tmp_path / "ema"
+    train_geco(tiny_data, out, epochs=1, progress=False, generator_ema=0.9, **SMALL)
+    ckpt = str(out / "checkpoints" / "ckpt-1")
+    names = [name for name, _ in tf.train.list_variables(ckpt)]
+    assert any(name.startswith("ema_generator_weights/") for name in names)
+    saved = keras.saving.load_model(out / "generator.keras", compile=False)
+    ema = [tf.train.load_variable(ckpt, f"ema_generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(saved.weights))]
+    live = [tf.train.load_variable(ckpt, f"generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(saved.weights))]
+    for w, e in zip(saved.weights, ema):
+        np.testing.assert_array_equal(w.numpy(), e)  # generator.keras is the average
+    assert any(not np.array_equal(e, v) for e, v in zip(ema, live))  # which is not the live generator
+    train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
+    assert json.loads((out / "config.json").read_text())["options"]["generator_ema"] == 0.9
