@@ -9,7 +9,7 @@ from geco_tf_cli.common import output_dir
 DEFAULT_SIZE = 64
 DEFAULT_SUBJECTS = 256
 DEFAULT_SLICES_PER_SUBJECT = 8
-PROTOCOLS = ("shared", "tuned")
+PROTOCOLS = ("shared", "tuned", "bandwidth")
 
 
 @click.command(
