@@ -71,13 +71,13 @@ def cue_ssim(subjects: int, seed: int, size: int, protocol: str = "shared") -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    from geco_tf.data.synth import PROTOCOLS
+    from geco_tf.data.synth import DEFAULT_PROTOCOL, PROTOCOLS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=32, help="subjects (8 slices each)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="simulator seed (the built-in dataset's is 0)")
-    parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="shared", help="3T protocol (geco-tf synth --protocol)")
+    parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default=DEFAULT_PROTOCOL, help="3T protocol (geco-tf synth --protocol)")
     args = parser.parse_args(argv)
     start = time.monotonic()
     print(f"SSIM (design's definition), {args.subjects} subjects x 8 slices, size {args.size}, same noise draw, protocol {args.protocol}:")

@@ -17,3 +17,12 @@ def synth_data(tmp_path_factory):
     from geco_tf.data.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("synth") / "data", size=64, subjects=24, slices_per_subject=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """The GECO tests' tiny dataset (``test_geco_helpers.make_tiny_dataset``: 32x32, a stripe
+    frequency per manufacturer), made once per session; treat it as read-only."""
+    from test_geco_helpers import make_tiny_dataset
+
+    return make_tiny_dataset(tmp_path_factory.mktemp("geco") / "tiny")

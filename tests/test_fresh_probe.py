@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from test_geco_helpers import tiny_data  # noqa: F401 - fixture
 
 from geco_tf.data.dataset import open_dataset
 from geco_tf.training.fresh_probe import fresh_probe_accuracy, generated_features
@@ -29,7 +28,7 @@ def test_fresh_probe_finds_an_intact_signature_and_not_an_erased_one(synth_data)
         fresh_probe_accuracy(identity, data, "manufacturer", probe="cnn")
 
 
-def test_generated_features_takes_the_same_bounded_subset_every_time(tiny_data):  # noqa: F811
+def test_generated_features_takes_the_same_bounded_subset_every_time(tiny_data):
     data = open_dataset(tiny_data)
     identity = keras.layers.Identity()
     n_train = data.count("train", "manufacturer")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from test_geco_helpers import tiny_data  # noqa: F401 - fixture
 
 from geco_tf.evaluation.audit import audit_accuracy, wilson_interval
 
@@ -16,7 +15,7 @@ class _Constant(keras.Model):
         return keras.ops.zeros_like(x)
 
 
-def test_audit_of_an_erasing_generator_is_at_chance(tiny_data):  # noqa: F811
+def test_audit_of_an_erasing_generator_is_at_chance(tiny_data):
     res = audit_accuracy(_Constant(), tiny_data, "manufacturer", classifier="maxpool", epochs=1)
     for key in ("accuracy", "ci95", "n_test", "chance", "confusion", "best_epoch", "val_accuracy"):
         assert key in res

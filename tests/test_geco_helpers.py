@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from geco_tf.data.dataset import (
     FIELD_STRENGTHS,
@@ -58,11 +57,6 @@ def make_tiny_dataset(
         for record in records:
             writer.add(record)
     return Path(out)
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    return make_tiny_dataset(tmp_path_factory.mktemp("geco") / "tiny")
 
 
 def test_tiny_dataset_has_all_splits_and_classes(tiny_data):

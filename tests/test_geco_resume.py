@@ -9,7 +9,6 @@ import sys
 import time
 
 import tensorflow as tf
-from test_geco_helpers import tiny_data  # noqa: F401 - fixture
 
 from geco_tf.training.run import RunDir
 
@@ -22,7 +21,7 @@ def _train(data, out, *extra, **popen):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def test_resume_after_kill_continues_after_last_finished_epoch(tiny_data, tmp_path):  # noqa: F811
+def test_resume_after_kill_continues_after_last_finished_epoch(tiny_data, tmp_path):
     out = tmp_path / "run"
     proc = _train(tiny_data, out, "--epochs", "4", start_new_session=True)
     first = out / "checkpoints" / "ckpt-1.index"

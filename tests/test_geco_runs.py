@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_geco_helpers import make_tiny_dataset, tiny_data  # noqa: F401 - fixture
+from test_geco_helpers import make_tiny_dataset
 
 from geco_tf.errors import UserError
 from geco_tf.training.train import DEFAULTS, train_geco
@@ -21,7 +21,7 @@ from geco_tf.training.train import DEFAULTS, train_geco
 SMALL = {"base_filters": 4, "depth": 2, "classifier": "maxpool", "batch_size": 8, "warmup_steps": 2, "pool_size": 32}
 
 
-def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
+def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):
     out = tmp_path / "run"
     metrics = train_geco(tiny_data, out, epochs=2, progress=False, selection_probe="fourier", **SMALL)
     for name in ("config.json", "history.csv", "generator.keras", "classifier.keras", "metrics.json"):
@@ -50,7 +50,7 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):  # noqa: F811
         train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
 
 
-def test_ssim_fidelity_run_records_its_terms_and_controller(tiny_data, tmp_path):  # noqa: F811
+def test_ssim_fidelity_run_records_its_terms_and_controller(tiny_data, tmp_path):
     out = tmp_path / "ssim"
     train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
     config = json.loads((out / "config.json").read_text())
@@ -59,7 +59,7 @@ def test_ssim_fidelity_run_records_its_terms_and_controller(tiny_data, tmp_path)
     assert all(0.0 < float(r["gen_ssim"]) <= 1.0 and float(r["beta_scale"]) > 0.0 for r in rows)
 
 
-def test_noise_channel_run_saves_a_stochastic_generator(tiny_data, tmp_path):  # noqa: F811
+def test_noise_channel_run_saves_a_stochastic_generator(tiny_data, tmp_path):
     out = tmp_path / "noise"
     train_geco(tiny_data, out, epochs=1, progress=False, noise_channels=1, **SMALL)
     config = json.loads((out / "config.json").read_text())
@@ -72,7 +72,7 @@ def test_noise_channel_run_saves_a_stochastic_generator(tiny_data, tmp_path):  #
     assert np.isfinite(np.asarray(gen(x))).all()
 
 
-def test_a_snapshot_run_checkpoints_and_resumes_its_snapshots(tiny_data, tmp_path):  # noqa: F811
+def test_a_snapshot_run_checkpoints_and_resumes_its_snapshots(tiny_data, tmp_path):
     out = tmp_path / "snap"
     train_geco(tiny_data, out, epochs=1, progress=False, classifier_snapshots=2, **SMALL)
     stored = tf.train.load_variable(str(out / "checkpoints" / "ckpt-1"), "snapshot_count/.ATTRIBUTES/VARIABLE_VALUE")
@@ -82,7 +82,7 @@ def test_a_snapshot_run_checkpoints_and_resumes_its_snapshots(tiny_data, tmp_pat
     assert json.loads((out / "config.json").read_text())["options"]["classifier_snapshots"] == 2
 
 
-def test_a_run_from_before_the_fidelity_option_resumes_with_the_papers_loss(tiny_data, tmp_path):  # noqa: F811
+def test_a_run_from_before_the_fidelity_option_resumes_with_the_papers_loss(tiny_data, tmp_path):
     out = tmp_path / "old"
     train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
     config = json.loads((out / "config.json").read_text())
@@ -122,7 +122,7 @@ def _cli(*args: str):
     return CliRunner().invoke(cli, ["train", *args])
 
 
-def test_output_band_run_saves_a_band_limited_generator(tiny_data, tmp_path):  # noqa: F811
+def test_output_band_run_saves_a_band_limited_generator(tiny_data, tmp_path):
     """--output-band reaches the saved generator: its outputs have no power beyond the band."""
     out = tmp_path / "band"
     train_geco(tiny_data, out, epochs=1, progress=False, output_band=(0.5, 0.6), **SMALL)
@@ -135,7 +135,7 @@ def test_output_band_run_saves_a_band_limited_generator(tiny_data, tmp_path):  #
     assert power[:, k > 0.7, :].sum() < 1e-3 * power.sum() and power[:, :, k > 0.8].sum() < 1e-3 * power.sum()
 
 
-def test_output_band_auto_is_the_band_every_recorded_scanner_acquired(tiny_data):  # noqa: F811
+def test_output_band_auto_is_the_band_every_recorded_scanner_acquired(tiny_data):
     """auto reads the acquisitions dataset.json records (the simulator's vendors): the smallest
     acquired fraction per axis; nothing recorded, or nothing to cut, means no band."""
     from geco_tf.data.dataset import DatasetInfo, open_dataset
@@ -154,7 +154,7 @@ def test_output_band_auto_is_the_band_every_recorded_scanner_acquired(tiny_data)
     assert resolve_output_band("0.7,0.9", tiny) == (0.7, 0.9) == resolve_output_band([0.7, 0.9], tiny)
 
 
-def test_a_run_that_never_leaves_the_warm_up_says_its_accuracy_means_nothing(tiny_data, tmp_path):  # noqa: F811
+def test_a_run_that_never_leaves_the_warm_up_says_its_accuracy_means_nothing(tiny_data, tmp_path):
     """A budget too short for the machine can end every epoch inside the warm-up; the kept
     epoch's co-trained accuracy is then an untrained classifier's, and the command says so."""
     out = tmp_path / "warm"
@@ -200,7 +200,7 @@ def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, messag
     assert "Traceback" not in result.output
 
 
-def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, tmp_path):  # noqa: F811
+def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, tmp_path):
     """Every epoch's checkpoint holds all network variables (batch-norm statistics included),
     and the final generator.keras is the chosen epoch's, not the last one's."""
     from geco_tf.training.run import RunDir
@@ -223,7 +223,7 @@ def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, 
         np.testing.assert_array_equal(v.numpy(), saved)
 
 
-def test_an_ema_run_saves_the_average_and_resumes_it(tiny_data, tmp_path):  # noqa: F811
+def test_an_ema_run_saves_the_average_and_resumes_it(tiny_data, tmp_path):
     out = tmp_path / "ema"
     train_geco(tiny_data, out, epochs=1, progress=False, generator_ema=0.9, **SMALL)
     ckpt = str(out / "checkpoints" / "ckpt-1")
