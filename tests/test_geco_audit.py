@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from geco_tf.evaluation.audit import audit_accuracy, wilson_interval
+from geco_tf.evaluation.audit import audit_accuracy
 
 
 class _Constant(keras.Model):
@@ -27,8 +27,3 @@ def test_audit_of_an_erasing_generator_is_at_chance(tiny_data):
     lo, hi = res["ci95"]
     assert lo <= res["accuracy"] <= hi
 
-
-def test_wilson_interval():
-    lo, hi = wilson_interval(50, 100)
-    assert 0.40 < lo < 0.41 and 0.59 < hi < 0.60
-    assert wilson_interval(0, 10)[0] == 0.0

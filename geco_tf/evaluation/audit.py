@@ -18,6 +18,7 @@ import numpy as np
 
 from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
 from geco_tf.data.pipeline import load_split_arrays
+from geco_tf.evaluation.stats import wilson_interval
 from geco_tf.models import build_classifier
 
 #: At most this many epochs; training stops earlier after :data:`PATIENCE` epochs without a
@@ -44,17 +45,6 @@ def generate(generator: keras.Model | None, images: np.ndarray, batch_size: int 
         return images
     out = [np.asarray(generator(images[i : i + batch_size], training=False), np.float32) for i in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else images
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of an accuracy (well-behaved near 0 and 1 and for small n)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = correct / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def audit_accuracy(
