@@ -26,4 +26,3 @@ def test_audit_of_an_erasing_generator_is_at_chance(tiny_data):
     assert res["accuracy"] <= confusion.sum(axis=1).max() / res["n_test"] + 1e-9
     lo, hi = res["ci95"]
     assert lo <= res["accuracy"] <= hi
-
