@@ -121,7 +121,9 @@ def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -
     Writes RUN/config.json, history.csv (every epoch), checkpoints/ (every epoch), logs/
     (TensorBoard), generator.keras, classifier.keras and spectral_classifier.keras (the best
     validation epoch: lowest co-trained accuracy, or --selection-probe's if higher, among epochs
-    after the warm-up with SSIM >= --ssim-target) and metrics.json (test split). The co-trained
+    after the warm-up and after an adversary first showed it can see the target, with SSIM >=
+    --ssim-target) and metrics.json (test split). --resume on a finished run trains nothing and
+    re-applies this rule. The co-trained
     accuracy says how well GECO fooled its own adversaries; whether a fresh classifier still
     finds the scanner is for `geco-tf evaluate`.
     """
@@ -145,6 +147,13 @@ def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -
         click.echo(
             "warning: every epoch ended inside the generator's warm-up; its co-trained accuracy is that of an "
             "untrained classifier, not a measure of removal: train longer (--epochs, --time-budget, --resume)",
+            err=True,
+        )
+    elif metrics["first_learnt_epoch"] is None:
+        click.echo(
+            f"warning: no adversary's validation accuracy reached {metrics['learnt_accuracy']:.3f} in any epoch, so "
+            "none showed it can see the target and a low accuracy is no evidence of removal; "
+            "kept the highest-SSIM epoch: train longer, or check with geco-tf baseline that the target is learnable",
             err=True,
         )
     elif not metrics["ssim_target_met"]:

@@ -15,7 +15,7 @@ from geco_tf.errors import UserError
 from geco_tf.models import MaxPoolClassifier, UNetGenerator
 from geco_tf.training.geco import BETA_LOG_RANGE, GECO
 from geco_tf.training.precision import precision_policy, resolve_precision, wrap_optimizer
-from geco_tf.training.run import make_checkpoint, select_best
+from geco_tf.training.run import first_learnt_epoch, learnt_accuracy, make_checkpoint, select_best
 from geco_tf.training.train import effective_beta, fidelity_terms
 
 
@@ -196,6 +196,28 @@ def test_best_epoch_rule():
     # with a spectral adversary the higher of the two co-trained accuracies counts
     played[2]["val_accuracy_spectral"] = 0.70
     assert select_best(played, 0.97, warmup_steps=15)[0]["epoch"] == 2
+
+
+def test_best_epoch_counts_only_once_an_adversary_has_learnt_the_target():
+    # validation accuracies of a field-strength run (2 classes, seed 1 of the compromise
+    # protocol): its classifier was still at chance in epochs 1-3 and learnt in epoch 4
+    accuracy = [0.500, 0.544, 0.513, 0.766, 0.732, 0.828, 0.789, 0.719, 0.734, 0.714, 0.625, 0.708]
+    rows = [
+        {"epoch": e, "step": 46 * e, "val_accuracy_cotrained": a, "val_ssim": 0.98}
+        for e, a in enumerate(accuracy, start=1)
+    ]
+    assert learnt_accuracy(2) == 0.75 and learnt_accuracy(4) == 0.625
+    assert first_learnt_epoch(rows, 0.75) == 4 and first_learnt_epoch(rows, None) == 1
+    assert select_best(rows, 0.97, warmup_steps=100)[0]["epoch"] == 3  # the old rule: untrained classifier
+    best, met = select_best(rows, 0.97, warmup_steps=100, learnt=0.75)
+    assert best["epoch"] == 11 and met
+    # a warm-up epoch may show that the classifier learnt (G is the identity there) ...
+    rows[0]["val_accuracy_cotrained"] = 0.9
+    assert select_best(rows, 0.97, warmup_steps=100, learnt=0.75)[0]["epoch"] == 3
+    # ... and when no adversary ever learnt, no accuracy is evidence: the highest SSIM is kept
+    flat = [{**r, "val_accuracy_cotrained": 0.55, "val_ssim": 0.98 + r["epoch"] / 1000} for r in rows[:5]]
+    best, met = select_best(flat, 0.97, warmup_steps=100, learnt=0.75)
+    assert best["epoch"] == 5 and not met
 
 
 def test_classifier_snapshots_are_frozen_copies_the_generator_must_also_fool():

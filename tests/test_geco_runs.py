@@ -237,3 +237,38 @@ def test_an_ema_run_saves_the_average_and_resumes_it(tiny_data, tmp_path):
     assert any(not np.array_equal(e, v) for e, v in zip(ema, live))  # which is not the live generator
     train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
     assert json.loads((out / "config.json").read_text())["options"]["generator_ema"] == 0.9
+
+
+def test_resuming_a_finished_run_trains_nothing_and_reapplies_the_selection_rule(tiny_data, tmp_path):
+    """The best epoch must come after an adversary first learnt the target; a finished run
+    resumed re-judges its history (here rewritten by hand, so each case is known) and
+    restores the chosen epoch's generator."""
+    from geco_tf.training.run import RunDir
+
+    out = tmp_path / "run"
+    train_geco(tiny_data, out, epochs=2, progress=False, **SMALL)
+    run = RunDir(out)
+    history = run.read_history()
+
+    def rejudge(acc1, acc2):
+        for row, acc, ssim in zip(history, (acc1, acc2), (0.995, 0.99)):
+            row.update(val_accuracy_cotrained=acc, val_accuracy_spectral=None, val_accuracy_probe=None, val_ssim=ssim)
+        run.write_history(history)
+        result = _cli("--data", str(tiny_data), "--out", str(out), "--resume")
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert [r["epoch"] for r in run.read_history()] == [1, 2]  # nothing trained
+        return json.loads(run.metrics.read_text()), result.stderr
+
+    # no adversary reached the learnt level: the low accuracy of epoch 2 proves nothing
+    metrics, stderr = rejudge(0.40, 0.30)
+    assert metrics["learnt_accuracy"] == pytest.approx(0.5 + 0.5 / len(metrics["classes"]))
+    assert metrics["first_learnt_epoch"] is None and metrics["best_epoch"] == 1
+    assert "no adversary's validation accuracy reached" in stderr
+    # the classifier learnt in epoch 2 (on the edited images): only epoch 2 counts
+    metrics, stderr = rejudge(0.40, 0.95)
+    assert metrics["first_learnt_epoch"] == 2 and metrics["best_epoch"] == 2 and "warning" not in stderr
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    averaged = json.loads((out / "config.json").read_text())["options"]["generator_ema"] > 0
+    prefix = "ema_generator_weights" if averaged else "generator_weights"
+    saved = tf.train.load_variable(str(out / "checkpoints" / "ckpt-2"), f"{prefix}/0/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(gen.weights[0].numpy(), saved)

@@ -174,28 +174,60 @@ def validation_leakage(row: dict) -> float:
     return max(v for v in values if v is not None)
 
 
-def select_best(rows: list[dict], ssim_target: float, warmup_steps: int = 0) -> tuple[dict | None, bool]:
+#: An adversary has "learnt" the target once its validation accuracy is at least this far from
+#: chance towards 1 (0.75 for two classes, 0.625 for four): see :func:`learnt_accuracy`.
+LEARNT_FRACTION = 0.5
+
+
+def learnt_accuracy(n_classes: int, fraction: float = LEARNT_FRACTION) -> float:
+    """The validation accuracy at which an adversary has shown it can detect the target:
+    ``chance + fraction * (1 - chance)``."""
+    chance = 1.0 / n_classes
+    return chance + fraction * (1.0 - chance)
+
+
+def first_learnt_epoch(rows: list[dict], level: float | None) -> int | None:
+    """The first epoch whose :func:`validation_leakage` reached ``level`` (any epoch, warm-up
+    included), the first epoch when ``level`` is None, or None when no epoch did."""
+    for row in rows:
+        if level is None or validation_leakage(row) >= level:
+            return int(row["epoch"])
+    return None
+
+
+def select_best(
+    rows: list[dict], ssim_target: float, warmup_steps: int = 0, learnt: float | None = None
+) -> tuple[dict | None, bool]:
     """The design's best-epoch rule: lowest validation accuracy of the adversaries
     (:func:`validation_leakage`; the design names the co-trained classifier, to which the
     spectral adversary and the fresh probe add their accuracies when a run has them) among
     epochs whose validation SSIM meets ``ssim_target`` (ties: the higher SSIM, then the later
     epoch).
 
-    Only epochs that end after the generator's warm-up (``step`` > ``warmup_steps``) can win:
-    before it the generator is the identity and the classifier is still learning, so a low
-    accuracy there means an untrained classifier, not an edited image (a run chose its first
-    epoch, accuracy 0.27 at SSIM 1.000, before this rule; a fresh audit then found 0.90).
+    A low accuracy only shows removal if the adversaries could have seen the target, so two
+    kinds of epoch cannot win, however low their accuracy:
 
-    When no epoch meets the target, the epoch with the highest SSIM is returned and the flag is
-    False, so the caller can say the target was missed instead of hiding it.
+    * epochs that end inside the generator's warm-up (``step`` <= ``warmup_steps``): G is the
+      identity and the classifier is still learning (a run chose its first epoch, accuracy
+      0.27 at SSIM 1.000, before this rule; a fresh audit then found 0.90);
+    * with ``learnt`` given, epochs before the first one at which an adversary's validation
+      accuracy reached ``learnt`` (:func:`first_learnt_epoch`, :func:`learnt_accuracy`): a
+      field-strength run kept its epoch 3 (validation 0.513, test 0.516, chance 0.5) where the
+      co-trained classifier had simply not learnt yet; it reached 0.766 in epoch 4.
+
+    When no eligible epoch meets the target, the eligible epoch with the highest SSIM (or, if
+    none is eligible, the played one, or any one) is returned and the flag is False, so the
+    caller can say the rule failed instead of hiding it.
     """
     if not rows:
         return None, False
     played = [r for r in rows if r.get("step") is None or r["step"] > warmup_steps]
-    ok = [r for r in played if r["val_ssim"] is not None and r["val_ssim"] >= ssim_target]
+    start = first_learnt_epoch(rows, learnt)
+    eligible = [r for r in played if start is not None and r["epoch"] >= start]
+    ok = [r for r in eligible if r["val_ssim"] is not None and r["val_ssim"] >= ssim_target]
     if ok:
         return min(ok, key=lambda r: (validation_leakage(r), -r["val_ssim"], -r["epoch"])), True
-    return max(played or rows, key=lambda r: (r["val_ssim"] or -1.0, r["epoch"])), False
+    return max(eligible or played or rows, key=lambda r: (r["val_ssim"] or -1.0, r["epoch"])), False
 
 
 def _num(value: str):

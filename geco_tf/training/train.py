@@ -34,6 +34,8 @@ from geco_tf.training.run import (
     RunDir,
     checkpoint_manager,
     checkpoint_path,
+    first_learnt_epoch,
+    learnt_accuracy,
     make_checkpoint,
     network_parts,
     select_best,
@@ -352,6 +354,7 @@ def train_geco(
         opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     data = open_dataset(data_dir)
     classes = _check_data(data, target)
+    learnt = learnt_accuracy(len(classes))
     size = data.image_size
     opts = resolve_options(opts, size)
     opts["output_band_resolved"] = resolve_output_band(opts["output_band"], data, opts["generator"])
@@ -474,7 +477,7 @@ def train_geco(
                     _scalar_summary(k, v, epoch)
         writer.flush()
         run.write_history(history)
-        best, _ = select_best(history, opts["ssim_target"], opts["warmup_steps"])
+        best, _ = select_best(history, opts["ssim_target"], opts["warmup_steps"], learnt)
         if best is not None and best["epoch"] == epoch:
             _save_networks(run, model)
         epoch_var.assign(epoch)
@@ -492,7 +495,7 @@ def train_geco(
 
     if not history:
         raise UserError(f"{run.path}: no epoch was trained (epochs={opts['epochs']} already done?)")
-    best, met = select_best(history, opts["ssim_target"], opts["warmup_steps"])
+    best, _ = select_best(history, opts["ssim_target"], opts["warmup_steps"], learnt)
     # The final networks are those of the best epoch, restored from its own checkpoint (this
     # also covers a run killed after saving generator.keras but before its checkpoint).
     parts = network_parts(model)
@@ -503,7 +506,12 @@ def train_geco(
     metrics.update(
         best_epoch=int(best["epoch"]),
         ssim_target=opts["ssim_target"],
-        ssim_target_met=bool(met),
+        ssim_target_met=bool(best["val_ssim"] is not None and best["val_ssim"] >= opts["ssim_target"]),
+        # The selection rule counts epochs from the first one at which an adversary's validation
+        # accuracy reached `learnt_accuracy` (None: none ever did, so a low accuracy of the kept
+        # epoch is no evidence of removal; the command warns).
+        learnt_accuracy=learnt,
+        first_learnt_epoch=first_learnt_epoch(history, learnt),
         # False when every epoch ended inside the warm-up (a budget too short for this machine):
         # the generator is then near the identity and the co-trained classifier untrained, so
         # its accuracy (often near chance) says nothing about removal.
