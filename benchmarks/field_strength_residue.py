@@ -1,0 +1,104 @@
+"""Which field-strength cue does a generator leave behind? Linear probes on three cue features.
+
+A fresh classifier (``benchmarks/audit.py``) says *whether* the field strength survives in G's
+output, not *which* of the simulator's cues carries it (``docs/data.md``, "Field strength and
+protocol"). This script measures three hand-made features per slice, each aimed at one cue:
+
+* ``noise``: log of the median absolute high-pass residual (image minus its 3 x 3 mean) inside
+  the head, and log of its standard deviation in the air: the SNR differs by field strength;
+* ``b1``: mean of the head's centre (radius < 0.25 of the field of view) and of a ring
+  (0.45-0.7), each over the head's median: the transmit-field centre brightening;
+* ``contrast``: the 10, 25, 75 and 90 % quantiles of the head's intensities over its median:
+  tissue contrast (relaxation times, TR/TE).
+
+For each feature set, a linear probe (``geco_tf.evaluation.probes.fit_predict_linear``) is
+fitted on the training slices of each (modality, manufacturer) cell, since both change every
+feature, and scored on that cell's validation and test slices; the accuracy is over all cells.
+Run on the originals and on G(x), it shows which cue G removed and which survived.
+
+    python benchmarks/field_strength_residue.py --data /tmp/data_compromise --run RUN   # ~30 s
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import keras
+import numpy as np
+from scipy import ndimage
+
+from geco_tf.data.dataset import open_dataset
+from geco_tf.data.pipeline import load_split_arrays
+from geco_tf.evaluation.audit import generate
+from geco_tf.evaluation.probes import fit_predict_linear
+
+#: Pixels above this (images in [0, 1]) count as head.
+HEAD_THRESHOLD = 0.08
+
+
+def cue_features(images: np.ndarray) -> dict[str, np.ndarray]:
+    """The three feature sets of the module docstring for images [N, H, W, 1] in [-1, 1]."""
+    x = (images[..., 0].astype(np.float64) + 1.0) / 2.0
+    head = x > HEAD_THRESHOLD
+    air = ~ndimage.binary_dilation(head, structure=np.ones((1, 3, 3)), iterations=3)
+    residual = x - ndimage.uniform_filter(x, size=(1, 3, 3))
+    h, w = x.shape[1:]
+    yy, xx = np.mgrid[:h, :w]
+    radius = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2) / (h / 2)
+    centre, ring = radius < 0.25, (radius > 0.45) & (radius < 0.7)
+    noise, b1, contrast = [], [], []
+    for i in range(len(x)):
+        inside = x[i][head[i]] if head[i].any() else np.ones(2)
+        median = np.median(inside) + 1e-6
+        noise.append([
+            np.log(np.median(np.abs(residual[i][head[i]])) + 1e-6) if head[i].any() else 0.0,
+            np.log(np.std(residual[i][air[i]]) + 1e-6) if air[i].sum() > 10 else 0.0,
+        ])
+        b1.append([
+            np.mean(x[i][head[i] & c]) / median if (head[i] & c).any() else 1.0 for c in (centre, ring)
+        ])
+        contrast.append(np.quantile(inside, [0.1, 0.25, 0.75, 0.9]) / median)
+    return {"noise": np.array(noise), "b1": np.array(b1), "contrast": np.array(contrast)}
+
+
+def cue_accuracies(data_dir: str, generator: keras.Model | None, target: str = "field_strength") -> dict[str, float]:
+    """Probe accuracy per feature set (and ``all`` together) on G(val + test), fitted on G(train)."""
+    data = open_dataset(data_dir)
+    parts = {"fit": ("train",), "score": ("val", "test")}
+    features, labels, cells = {}, {}, {}
+    for part, splits in parts.items():
+        per_split = []
+        for split in splits:
+            x, y, extra = load_split_arrays(data, split, target, with_labels=("modality", "manufacturer"))
+            per_split.append((cue_features(generate(generator, x)), y, extra["modality"] * 100 + extra["manufacturer"]))
+        cues = per_split[0][0]
+        features[part] = {k: np.concatenate([f[k] for f, _, _ in per_split]) for k in cues}
+        features[part]["all"] = np.concatenate([features[part][k] for k in cues], axis=1)
+        labels[part] = np.concatenate([y for _, y, _ in per_split])
+        cells[part] = np.concatenate([c for _, _, c in per_split])
+    result = {}
+    for cue in features["fit"]:
+        correct = 0
+        for cell in np.unique(cells["fit"]):
+            fit, score = cells["fit"] == cell, cells["score"] == cell
+            if score.any():
+                pred = fit_predict_linear(features["fit"][cue][fit], labels["fit"][fit], features["score"][cue][score])
+                correct += int((pred == labels["score"][score]).sum())
+        result[cue] = correct / len(labels["score"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--run", action="append", default=[], help="run directory (repeatable)")
+    parser.add_argument("--target", default="field_strength")
+    args = parser.parse_args()
+    for name, path in [("originals", None)] + [(run, f"{run}/generator.keras") for run in args.run]:
+        generator = keras.saving.load_model(path, compile=False) if path else None
+        acc = cue_accuracies(args.data, generator, args.target)
+        print(f"{name}: " + "  ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
