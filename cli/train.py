@@ -123,9 +123,8 @@ def command(data_dir: str, target: str, out_dir: str, resume: bool, **options) -
     validation epoch: lowest co-trained accuracy, or --selection-probe's if higher, among epochs
     after the warm-up and after an adversary first showed it can see the target, with SSIM >=
     --ssim-target) and metrics.json (test split). --resume on a finished run trains nothing and
-    re-applies this rule. The co-trained
-    accuracy says how well GECO fooled its own adversaries; whether a fresh classifier still
-    finds the scanner is for `geco-tf evaluate`.
+    re-applies this rule. The co-trained accuracy says how well GECO fooled its own
+    adversaries; whether a fresh classifier still finds the scanner is for `geco-tf evaluate`.
     """
     # Options default to None (= the library's DEFAULTS) so a resumed run keeps its stored ones.
     output_dir(out_dir, "--out")
