@@ -61,30 +61,37 @@ def cue_features(images: np.ndarray) -> dict[str, np.ndarray]:
     return {"noise": np.array(noise), "b1": np.array(b1), "contrast": np.array(contrast)}
 
 
-def cue_accuracies(data_dir: str, generator: keras.Model | None, target: str = "field_strength") -> dict[str, float]:
-    """Probe accuracy per feature set (and ``all`` together) on G(val + test), fitted on G(train)."""
+def load_parts(data_dir: str, target: str = "field_strength") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Images, labels and (modality, manufacturer) cell per part: ``fit`` = train, ``score`` =
+    val + test; read once and shared by every generator scored."""
     data = open_dataset(data_dir)
-    parts = {"fit": ("train",), "score": ("val", "test")}
-    features, labels, cells = {}, {}, {}
-    for part, splits in parts.items():
-        per_split = []
-        for split in splits:
-            x, y, extra = load_split_arrays(data, split, target, with_labels=("modality", "manufacturer"))
-            per_split.append((cue_features(generate(generator, x)), y, extra["modality"] * 100 + extra["manufacturer"]))
-        cues = per_split[0][0]
-        features[part] = {k: np.concatenate([f[k] for f, _, _ in per_split]) for k in cues}
-        features[part]["all"] = np.concatenate([features[part][k] for k in cues], axis=1)
-        labels[part] = np.concatenate([y for _, y, _ in per_split])
-        cells[part] = np.concatenate([c for _, _, c in per_split])
+    parts = {}
+    for part, splits in (("fit", ("train",)), ("score", ("val", "test"))):
+        loaded = [load_split_arrays(data, split, target, with_labels=("modality", "manufacturer")) for split in splits]
+        parts[part] = (
+            np.concatenate([x for x, _, _ in loaded]),
+            np.concatenate([y for _, y, _ in loaded]),
+            np.concatenate([extra["modality"] * 100 + extra["manufacturer"] for _, _, extra in loaded]),
+        )
+    return parts
+
+
+def cue_accuracies(parts: dict, generator: keras.Model | None) -> dict[str, float]:
+    """Probe accuracy per feature set (and ``all`` together) on G(score), fitted on G(fit)."""
+    features = {}
+    for part, (images, _, _) in parts.items():
+        features[part] = cue_features(generate(generator, images))
+        features[part]["all"] = np.concatenate(list(features[part].values()), axis=1)
+    (_, y_fit, cells_fit), (_, y_score, cells_score) = parts["fit"], parts["score"]
     result = {}
     for cue in features["fit"]:
         correct = 0
-        for cell in np.unique(cells["fit"]):
-            fit, score = cells["fit"] == cell, cells["score"] == cell
+        for cell in np.unique(cells_fit):
+            fit, score = cells_fit == cell, cells_score == cell
             if score.any():
-                pred = fit_predict_linear(features["fit"][cue][fit], labels["fit"][fit], features["score"][cue][score])
-                correct += int((pred == labels["score"][score]).sum())
-        result[cue] = correct / len(labels["score"])
+                pred = fit_predict_linear(features["fit"][cue][fit], y_fit[fit], features["score"][cue][score])
+                correct += int((pred == y_score[score]).sum())
+        result[cue] = correct / len(y_score)
     return result
 
 
@@ -94,9 +101,10 @@ def main() -> None:
     parser.add_argument("--run", action="append", default=[], help="run directory (repeatable)")
     parser.add_argument("--target", default="field_strength")
     args = parser.parse_args()
+    parts = load_parts(args.data, args.target)
     for name, path in [("originals", None)] + [(run, f"{run}/generator.keras") for run in args.run]:
         generator = keras.saving.load_model(path, compile=False) if path else None
-        acc = cue_accuracies(args.data, generator, args.target)
+        acc = cue_accuracies(parts, generator)
         print(f"{name}: " + "  ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
 
 
