@@ -1,11 +1,13 @@
-"""Which field-strength cue does a generator leave behind? Linear probes on three cue features.
+"""Which field-strength cue does a generator leave behind? Linear probes on hand-made cue features.
 
 A fresh classifier (``benchmarks/audit.py``) says *whether* the field strength survives in G's
 output, not *which* of the simulator's cues carries it (``docs/data.md``, "Field strength and
-protocol"). This script measures three hand-made features per slice, each aimed at one cue:
+protocol"). This script measures hand-made features per slice, each set aimed at one cue:
 
-* ``noise``: log of the median absolute high-pass residual (image minus its 3 x 3 mean) inside
-  the head, and log of its standard deviation in the air: the SNR differs by field strength;
+* ``noise_head`` and ``noise_air``: log of the median absolute high-pass residual (image minus
+  its 3 x 3 mean) inside the head, and log of its standard deviation in the air: the SNR differs
+  by field strength. Kept apart because a generator edits the two very differently: with the
+  default ``--edit-space logit`` an edit is damped ~50x in the air (tanh's slope near -1);
 * ``b1``: mean of the head's centre (radius < 0.25 of the field of view) and of a ring
   (0.45-0.7), each over the head's median: the transmit-field centre brightening;
 * ``contrast``: the 10, 25, 75 and 90 % quantiles of the head's intensities over its median:
@@ -37,7 +39,7 @@ HEAD_THRESHOLD = 0.08
 
 
 def cue_features(images: np.ndarray) -> dict[str, np.ndarray]:
-    """The three feature sets of the module docstring for images [N, H, W, 1] in [-1, 1]."""
+    """The feature sets of the module docstring for images [N, H, W, 1] in [-1, 1]."""
     x = (images[..., 0].astype(np.float64) + 1.0) / 2.0
     head = x > HEAD_THRESHOLD
     air = ~ndimage.binary_dilation(head, structure=np.ones((1, 3, 3)), iterations=3)
@@ -46,19 +48,22 @@ def cue_features(images: np.ndarray) -> dict[str, np.ndarray]:
     yy, xx = np.mgrid[:h, :w]
     radius = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2) / (h / 2)
     centre, ring = radius < 0.25, (radius > 0.45) & (radius < 0.7)
-    noise, b1, contrast = [], [], []
+    noise_head, noise_air, b1, contrast = [], [], [], []
     for i in range(len(x)):
         inside = x[i][head[i]] if head[i].any() else np.ones(2)
         median = np.median(inside) + 1e-6
-        noise.append([
-            np.log(np.median(np.abs(residual[i][head[i]])) + 1e-6) if head[i].any() else 0.0,
-            np.log(np.std(residual[i][air[i]]) + 1e-6) if air[i].sum() > 10 else 0.0,
-        ])
+        noise_head.append([np.log(np.median(np.abs(residual[i][head[i]])) + 1e-6) if head[i].any() else 0.0])
+        noise_air.append([np.log(np.std(residual[i][air[i]]) + 1e-6) if air[i].sum() > 10 else 0.0])
         b1.append([
             np.mean(x[i][head[i] & c]) / median if (head[i] & c).any() else 1.0 for c in (centre, ring)
         ])
         contrast.append(np.quantile(inside, [0.1, 0.25, 0.75, 0.9]) / median)
-    return {"noise": np.array(noise), "b1": np.array(b1), "contrast": np.array(contrast)}
+    return {
+        "noise_head": np.array(noise_head),
+        "noise_air": np.array(noise_air),
+        "b1": np.array(b1),
+        "contrast": np.array(contrast),
+    }
 
 
 def load_parts(data_dir: str, target: str = "field_strength") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
