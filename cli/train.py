@@ -59,6 +59,11 @@ Examples:
     metavar="auto|off|ROWS,COLS",
     help="U-Net only: low-pass the output to the k-space band every scanner records, so no scanner's extra resolution survives. auto = the band the dataset records (the built-in data's 0.8,0.85; off when unknown), or ROWS,COLS as fractions of Nyquist (docs/method.md). [default: auto]",
 )
+@click.option(
+    "--background-gain/--no-background-gain",
+    default=None,
+    help="U-Net only: scale the air around the head by a learnt per-slice gain, so the generator can raise or lower the background noise level (docs/method.md). [default: off]",
+)
 @click.option("--fidelity", type=click.Choice(FIDELITIES), default=None, help="Generator's fidelity term: the paper's pixel MSE (weight --beta), 1 - SSIM (weight --ssim-weight), or both. [default: mse]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper used 0.02; see docs/method.md). [default: 0.001]")
 @click.option(

@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras import layers
 
 from geco_tf.models import normalization
+from geco_tf.models.background import BackgroundGain
 from geco_tf.models.band import BandLimit
 
 PACKAGE = "geco_tf"
@@ -118,6 +119,7 @@ class UNetGenerator(keras.Model):
         linear_filter: int = 0,
         noise_channels: int = 0,
         output_band: tuple[float, float] | None = None,
+        background_gain: tuple[float, float] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,6 +134,10 @@ class UNetGenerator(keras.Model):
         self.noise_channels = int(noise_channels)
         self.output_band = tuple(float(b) for b in output_band) if output_band else None
         self.band_limit = BandLimit(self.output_band, name="band_limit") if self.output_band else None
+        self.background_gain = tuple(float(v) for v in background_gain) if background_gain else None
+        self.background = (
+            BackgroundGain(self.background_gain, name="background_gain") if self.background_gain else None
+        )
         self.filter = (
             layers.Conv2D(1, self.linear_filter, padding="same", use_bias=False, kernel_initializer="zeros", name="filter")
             if self.linear_filter and input_skip
@@ -174,6 +180,8 @@ class UNetGenerator(keras.Model):
                 x = x / (1.0 - tf.square(shrunk))  # tanh's slope at the input: edit in pixel units
             x = x + tf.math.atanh(shrunk)
         x = self.out_act(x)
+        if self.background is not None:
+            x = self.background(x, inputs)
         return self.band_limit(x) if self.band_limit is not None else x
 
     def get_config(self) -> dict:
@@ -187,6 +195,7 @@ class UNetGenerator(keras.Model):
             "linear_filter": self.linear_filter,
             "noise_channels": self.noise_channels,
             "output_band": list(self.output_band) if self.output_band else None,
+            "background_gain": list(self.background_gain) if self.background_gain else None,
         }
 
 

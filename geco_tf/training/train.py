@@ -20,10 +20,11 @@ import numpy as np
 import tensorflow as tf
 
 from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
-from geco_tf.data.pipeline import make_dataset
+from geco_tf.data.pipeline import load_split_arrays, make_dataset
 from geco_tf.errors import UserError
 from geco_tf.evaluation.metrics import psnr, ssim
 from geco_tf.models import Discriminator, build_classifier, build_generator, choose_padding
+from geco_tf.models.background import background_level
 from geco_tf.models.spectral import SpectralClassifier
 from geco_tf.training.batch_norm import batch_norm_layers, recalibrate_batch_norm, set_batch_norm_momentum
 from geco_tf.training.distribute import describe, get_strategy
@@ -60,6 +61,7 @@ DEFAULTS: dict = {
     "linear_filter": 0,
     "noise_channels": 0,
     "output_band": "auto",
+    "background_gain": False,
     "fidelity": "mse",
     "beta": 0.001,
     "beta_scaling": "area",
@@ -158,6 +160,16 @@ def resolve_output_band(output_band, data: DatasetInfo, generator: str = "unet")
     return rows, cols
 
 
+def resolve_background_level(background_gain: bool, data: DatasetInfo, target: str) -> list[float] | None:
+    """``--background-gain``: the air's noise level (centre, spread) on the training split, which
+    :class:`~geco_tf.models.background.BackgroundGain` standardises by; None when off. Computed
+    from the data each time, so a resumed run rebuilds the same generator."""
+    if not background_gain:
+        return None
+    images, _, _ = load_split_arrays(data, "train", target)
+    return list(background_level(np.array_split(images, max(1, len(images) // 256))))
+
+
 def _check_data(data: DatasetInfo, target: str) -> list[str]:
     classes = check_target(data, target)
     for split in ("train", "val"):
@@ -177,9 +189,18 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
             linear_filter=options["linear_filter"],
             noise_channels=options["noise_channels"],
             output_band=options["output_band_resolved"],
+            background_gain=options["background_level_resolved"],
         )
-    elif options["noise_channels"] or options["output_band_resolved"]:
-        flag = "--noise-channels" if options["noise_channels"] else "--output-band"
+    elif options["noise_channels"] or options["output_band_resolved"] or options["background_gain"]:
+        flag = next(
+            f
+            for f, on in (
+                ("--noise-channels", options["noise_channels"]),
+                ("--output-band", options["output_band_resolved"]),
+                ("--background-gain", options["background_gain"]),
+            )
+            if on
+        )
         raise UserError(f"{flag}: only the U-Net generator has it, not --generator {gen_kind}")
     if gen_kind == "multi-residual":
         gen_kwargs = {"filters": 2 * options["base_filters"]}
@@ -358,6 +379,7 @@ def train_geco(
     size = data.image_size
     opts = resolve_options(opts, size)
     opts["output_band_resolved"] = resolve_output_band(opts["output_band"], data, opts["generator"])
+    opts["background_level_resolved"] = resolve_background_level(opts["background_gain"], data, target)
 
     keras.utils.set_random_seed(int(opts["seed"]))
     strategy = get_strategy(opts["strategy"])
@@ -393,6 +415,7 @@ def train_geco(
             "fidelity_terms": {"pixel_mse": opts["use_mse"], "ssim_weight": opts["ssim_weight_resolved"]},
             "classifier_padding": opts["classifier_padding_resolved"],
             "output_band": list(opts["output_band_resolved"]) if opts["output_band_resolved"] else None,
+            "background_level": opts["background_level_resolved"],
             "precision": opts["precision_resolved"],
             "strategy": describe(strategy),
             "generator_config": model.generator.get_config(),
