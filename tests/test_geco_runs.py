@@ -72,6 +72,25 @@ def test_noise_channel_run_saves_a_stochastic_generator(tiny_data, tmp_path):
     assert np.isfinite(np.asarray(gen(x))).all()
 
 
+def test_background_gain_run_measures_the_training_air_and_saves_the_gain(tiny_data, tmp_path):
+    """--background-gain: the level the gain standardises by is measured on the training split
+    (written to config.json), the gain's weights are checkpointed, and generator.keras has it."""
+    from geco_tf.data.dataset import open_dataset
+    from geco_tf.data.pipeline import load_split_arrays
+    from geco_tf.models.background import background_level
+
+    out = tmp_path / "gain"
+    train_geco(tiny_data, out, target="field_strength", epochs=1, progress=False, background_gain=True, **SMALL)
+    config = json.loads((out / "config.json").read_text())
+    images, _, _ = load_split_arrays(open_dataset(tiny_data), "train", "field_strength")
+    np.testing.assert_allclose(config["resolved"]["background_level"], background_level([images]), rtol=1e-5)
+    gen = keras.saving.load_model(out / "generator.keras", compile=False)
+    assert list(gen.background_gain) == config["resolved"]["background_level"]
+    assert {"slope", "offset"} <= {w.name for w in gen.weights}
+    names = [n for n, _ in tf.train.list_variables(str(out / "checkpoints" / "ckpt-1"))]
+    assert sum(n.startswith("generator_weights/") for n in names) == len(gen.weights)
+
+
 def test_a_snapshot_run_checkpoints_and_resumes_its_snapshots(tiny_data, tmp_path):
     out = tmp_path / "snap"
     train_geco(tiny_data, out, epochs=1, progress=False, classifier_snapshots=2, **SMALL)
@@ -187,6 +206,7 @@ def bad_data(tmp_path_factory):
         ("tiny8", ["--classifier", "dds"], "--classifier maxpool"),
         ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--noise-channels", "1"], "--noise-channels"),
         ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--output-band", "0.8,0.85"], "--output-band"),
+        ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--background-gain"], "--background-gain"),
         ("tiny8", ["--classifier", "maxpool", "--output-band", "1.5,0.8"], "--output-band"),
         ("tiny8", ["--classifier", "maxpool", "--output-band", "wide"], "--output-band"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from geco_tf.models import (
     Discriminator,
@@ -202,3 +203,65 @@ def test_classifier_saved_with_a_frozen_backbone_reloads_frozen(tmp_path, kind):
     assert not again.backbone.trainable and len(again.trainable_weights) == frozen_count
     np.testing.assert_array_equal(np.asarray(again(X)), np.asarray(model(X)))
     assert build_classifier(kind, 4, 64).get_config()["backbone_trainable"] is True
+
+
+def _head_in_noise(sigmas, size=48, seed=4):
+    """Slices in [-1, 1]: a bright disc (the head) in Rayleigh noise of scale sigma (on [0, 1])."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = np.hypot(yy - size / 2, xx - size / 2) < size / 4
+    images = []
+    for sigma in sigmas:
+        magnitude = np.abs(sigma * (rng.standard_normal((size, size)) + 1j * rng.standard_normal((size, size))))
+        images.append(np.where(disc, 0.6, magnitude) * 2.0 - 1.0)
+    return np.asarray(images, np.float32)[..., None], disc
+
+
+def test_background_gain_scales_the_air_and_never_the_head():
+    """BackgroundGain is the identity at initialisation; with a gain g it multiplies the air's
+    noise level by exactly g (Rayleigh noise is a scale family) and leaves the head and its margin
+    untouched."""
+    from geco_tf.models.background import BackgroundGain, air_mask
+
+    x, disc = _head_in_noise([0.005, 0.01])
+    layer = BackgroundGain(level=(-4.0, 0.5))
+    np.testing.assert_array_equal(np.asarray(layer(x, x)), x)
+    layer.offset.assign(0.01)  # g = exp(1.5 tanh(0.2)) = 1.35 for every slice (slope 0)
+    gain = np.asarray(layer.gain(x))
+    np.testing.assert_allclose(gain, np.exp(1.5 * np.tanh(0.2)), rtol=1e-5)
+    y = np.asarray(layer(x, x))
+    np.testing.assert_allclose(np.asarray(layer.measure(y)) - np.asarray(layer.measure(x)), np.log(gain), atol=0.01)
+    untouched = np.asarray(air_mask(x))[..., 0] == 0.0
+    assert untouched[:, disc].all()
+    np.testing.assert_array_equal(y[..., 0][untouched], x[..., 0][untouched])
+
+
+def test_background_gain_learns_to_equalise_noise_levels_in_tens_of_steps():
+    """The job it is for: slices of two noise levels (a factor 2 apart) are brought to one level
+    by a few tens of Adam steps at the GECO default learning rate (1e-3), through the slope."""
+    from geco_tf.models.background import BackgroundGain, background_level
+
+    x, _ = _head_in_noise([0.005, 0.01, 0.005, 0.01])
+    layer = BackgroundGain(level=background_level([x]))
+    measured = np.asarray(layer.measure(x))
+    assert measured[1] - measured[0] > 0.6  # log 2 apart
+    target = tf.constant(float(measured.mean()))
+    optimizer = keras.optimizers.Adam(1e-3)
+    for _ in range(40):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(layer.measure(layer(x, x)) - target))
+        optimizer.apply_gradients(zip(tape.gradient(loss, layer.trainable_weights), layer.trainable_weights))
+    after = np.asarray(layer.measure(layer(x, x)))
+    assert np.abs(after - float(target)).max() < 0.1, after
+    assert float(layer.slope.numpy()) < 0.0  # the noisier slice gets the smaller gain
+
+
+def test_unet_with_background_gain_saves_and_loads(tmp_path):
+    x, _ = _head_in_noise([0.01, 0.02], size=40)
+    gen = UNetGenerator(depth=2, base_filters=4, input_skip=True, background_gain=(-4.0, 0.5))
+    gen.background.offset.assign(0.02)
+    out = np.asarray(gen(x))
+    gen.save(tmp_path / "gain.keras")
+    again = keras.models.load_model(tmp_path / "gain.keras")
+    assert again.get_config()["background_gain"] == [-4.0, 0.5]
+    np.testing.assert_array_equal(np.asarray(again(x)), out)

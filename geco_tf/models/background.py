@@ -94,8 +94,10 @@ class BackgroundGain(keras.layers.Layer):
     def call(self, y, x):
         y = tf.cast(y, "float32")
         air = air_mask(x, self.threshold, self.dilation)
-        factor = 1.0 + (self.gain(x)[:, None, None, None] - 1.0) * air
-        return tf.clip_by_value(-1.0 + (y + 1.0) * factor, -1.0, 1.0)
+        # y + (g - 1)(y + 1) = -1 + g (y + 1) in the air, written so that g = 1 and the head
+        # give y bit for bit
+        edit = (self.gain(x)[:, None, None, None] - 1.0) * air * (y + 1.0)
+        return tf.clip_by_value(y + edit, -1.0, 1.0)
 
     def compute_output_shape(self, input_shape, *args):
         return input_shape
