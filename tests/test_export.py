@@ -200,7 +200,18 @@ def _small_generators() -> dict:
     if "input_skip" in inspect.signature(UNetGenerator.__init__).parameters:
         kinds["unet-input-skip"] = lambda: UNetGenerator(depth=2, base_filters=4, input_skip=True)
         kinds["unet-output-band"] = lambda: UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85))
+    if "background_gain" in inspect.signature(UNetGenerator.__init__).parameters:
+        kinds["unet-background-gain"] = _gain_generator
     return kinds
+
+
+def _gain_generator() -> UNetGenerator:
+    """A U-Net with --background-gain whose gain is not the identity (slope and offset set)."""
+    generator = UNetGenerator(depth=2, base_filters=4, input_skip=True, background_gain=(-4.0, 0.5))
+    generator(np.zeros((1, 32, 32, 1), np.float32))
+    generator.background.slope.assign(-0.02)
+    generator.background.offset.assign(0.01)
+    return generator
 
 
 @pytest.mark.parametrize("kind", sorted(_small_generators()))
