@@ -16,7 +16,9 @@ protocol"). This script measures hand-made features per slice, each set aimed at
 For each feature set, a linear probe (``geco_tf.evaluation.probes.fit_predict_linear``) is
 fitted on the training slices of each (modality, manufacturer) cell, since both change every
 feature, and scored on that cell's validation and test slices; the accuracy is over all cells.
-Run on the originals and on G(x), it shows which cue G removed and which survived.
+Run on the originals and on G(x), it shows which cue G removed and which survived. A second line
+per generator gives, per manufacturer, how much noisier the air of class 0 (1.5T) is than that of
+class 1 (3T), in log units (median ``noise_air``): what ``--background-gain`` is for.
 
     python benchmarks/field_strength_residue.py --data /tmp/data_compromise --run RUN   # ~30 s
 """
@@ -81,8 +83,9 @@ def load_parts(data_dir: str, target: str = "field_strength") -> dict[str, tuple
     return parts
 
 
-def cue_accuracies(parts: dict, generator: keras.Model | None) -> dict[str, float]:
-    """Probe accuracy per feature set (and ``all`` together) on G(score), fitted on G(fit)."""
+def cue_accuracies(parts: dict, generator: keras.Model | None) -> tuple[dict[str, float], dict]:
+    """Probe accuracy per feature set (and ``all`` together) on G(score), fitted on G(fit); and
+    the features of both parts."""
     features = {}
     for part, (images, _, _) in parts.items():
         features[part] = cue_features(generate(generator, images))
@@ -97,7 +100,19 @@ def cue_accuracies(parts: dict, generator: keras.Model | None) -> dict[str, floa
                 pred = fit_predict_linear(features["fit"][cue][fit], y_fit[fit], features["score"][cue][score])
                 correct += int((pred == y_score[score]).sum())
         result[cue] = correct / len(y_score)
-    return result
+    return result, features
+
+
+def air_noise_gaps(parts: dict, features: dict) -> dict[int, float]:
+    """Per manufacturer (index): median ``noise_air`` of class 0 minus that of class 1 over the
+    score part, in log units (for field strength: how much noisier the 1.5T air is than 3T's)."""
+    _, y, cells = parts["score"]
+    noise = features["score"]["noise_air"][:, 0]
+    manufacturer = cells % 100
+    return {
+        int(m): float(np.median(noise[(manufacturer == m) & (y == 0)]) - np.median(noise[(manufacturer == m) & (y == 1)]))
+        for m in np.unique(manufacturer)
+    }
 
 
 def main() -> None:
@@ -109,8 +124,11 @@ def main() -> None:
     parts = load_parts(args.data, args.target)
     for name, path in [("originals", None)] + [(run, f"{run}/generator.keras") for run in args.run]:
         generator = keras.saving.load_model(path, compile=False) if path else None
-        acc = cue_accuracies(parts, generator)
+        acc, features = cue_accuracies(parts, generator)
         print(f"{name}: " + "  ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
+        gaps = air_noise_gaps(parts, features)
+        print(f"{name}: air-noise gap (log, class 0 - class 1) per manufacturer: "
+              + "  ".join(f"{m} {g:+.3f}" for m, g in gaps.items()), flush=True)
 
 
 if __name__ == "__main__":
