@@ -12,7 +12,9 @@ turns noise of level sigma into noise of level ``g sigma``, for both raising and
 level, with no texture of the generator's own. :class:`BackgroundGain` does that, with ``g``
 computed per slice from the air's measured level (a learnt affine map in log units, bounded to
 ``exp(+-max_log_gain)``), starting at ``g = 1`` (the identity). Pixels of the head, and a
-margin of ``dilation`` pixels around it, are never touched.
+margin of ``dilation`` pixels around it, are never touched. On the built-in data it closed most of
+the 1.5T/3T air-noise gap, but the field strength survived in the tissue (``docs/results.md``,
+"A gain on the air's noise level"), so ``geco-tf train`` has it off unless ``--background-gain``.
 """
 
 from __future__ import annotations
