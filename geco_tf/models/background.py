@@ -35,6 +35,16 @@ def air_mask(x: tf.Tensor, threshold: float = 0.08, dilation: int = 3) -> tf.Ten
     return 1.0 - near_head
 
 
+def air_level(x: tf.Tensor, air: tf.Tensor) -> tf.Tensor:
+    """[N] log of the root-mean-square of ``x + 1`` over each slice's ``air`` (:func:`air_mask`):
+    the noise level (for Rayleigh noise of scale sigma, ``sqrt(2) sigma``); ``log(1e-4)`` for a
+    slice without air or with a zeroed background."""
+    x = tf.cast(x, "float32")
+    energy = tf.reduce_sum(air * tf.square(x + 1.0), axis=[1, 2, 3])
+    count = tf.maximum(tf.reduce_sum(air, axis=[1, 2, 3]), 1.0)
+    return tf.math.log(tf.sqrt(energy / count) + 1e-4)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BackgroundGain(keras.layers.Layer):
     """``y' = -1 + (y + 1) (1 + (g - 1) air(x))``: scale the air of ``y`` by a per-slice gain.
@@ -79,26 +89,24 @@ class BackgroundGain(keras.layers.Layer):
         self.offset = self.add_weight(name="offset", shape=(), initializer="zeros", dtype="float32")
 
     def measure(self, x) -> tf.Tensor:
-        """[N] log of the root-mean-square of ``x + 1`` over each slice's air: the noise level
-        (for Rayleigh noise of scale sigma, ``sqrt(2) sigma``); ``log(1e-4)`` for a slice without
-        air or with a zeroed background."""
-        x = tf.cast(x, "float32")
-        air = air_mask(x, self.threshold, self.dilation)
-        energy = tf.reduce_sum(air * tf.square(x + 1.0), axis=[1, 2, 3])
-        count = tf.maximum(tf.reduce_sum(air, axis=[1, 2, 3]), 1.0)
-        return tf.math.log(tf.sqrt(energy / count) + 1e-4)
+        """[N] the air's noise level of each slice of ``x`` (:func:`air_level`)."""
+        return air_level(x, air_mask(x, self.threshold, self.dilation))
 
     def gain(self, x) -> tf.Tensor:
         """[N] the gain for each slice of the input ``x``."""
-        z = (self.measure(x) - self.level[0]) / self.level[1]
+        return self._gain(self.measure(x))
+
+    def _gain(self, level: tf.Tensor) -> tf.Tensor:
+        z = (level - self.level[0]) / self.level[1]
         return tf.exp(self.max_log_gain * tf.tanh(self.rate * (self.slope * z + self.offset)))
 
     def call(self, y, x):
         y = tf.cast(y, "float32")
-        air = air_mask(x, self.threshold, self.dilation)
+        air = air_mask(x, self.threshold, self.dilation)  # once: the level is measured on it too
+        gain = self._gain(air_level(x, air))
         # y + (g - 1)(y + 1) = -1 + g (y + 1) in the air, written so that g = 1 and the head
         # give y bit for bit
-        edit = (self.gain(x)[:, None, None, None] - 1.0) * air * (y + 1.0)
+        edit = (gain[:, None, None, None] - 1.0) * air * (y + 1.0)
         return tf.clip_by_value(y + edit, -1.0, 1.0)
 
     def compute_output_shape(self, input_shape, *args):
@@ -116,12 +124,11 @@ class BackgroundGain(keras.layers.Layer):
 
 
 def background_level(batches, threshold: float = 0.08, dilation: int = 3) -> tuple[float, float]:
-    """(median, spread) of :meth:`BackgroundGain.measure` over ``batches`` of images (an iterable
+    """(median, spread) of :func:`air_level` over ``batches`` of images (an iterable
     of [N, H, W, 1] arrays in [-1, 1]), for :class:`BackgroundGain`'s ``level``. The spread is the
     median absolute deviation scaled to a normal's standard deviation (x 1.4826), robust to the
     slices of a vendor that zeroes its background; 1.0 when it is 0."""
-    probe = BackgroundGain(threshold=threshold, dilation=dilation)
-    levels = np.concatenate([np.asarray(probe.measure(batch)) for batch in batches])
+    levels = np.concatenate([np.asarray(air_level(b, air_mask(b, threshold, dilation))) for b in batches])
     if levels.size == 0:
         raise ValueError("no images to measure the background level on")
     centre = float(np.median(levels))

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
-from geco_tf.data.pipeline import load_split_arrays, make_dataset
+from geco_tf.data.pipeline import make_dataset
 from geco_tf.errors import UserError
 from geco_tf.evaluation.metrics import psnr, ssim
 from geco_tf.models import Discriminator, build_classifier, build_generator, choose_padding
@@ -166,8 +166,8 @@ def resolve_background_level(background_gain: bool, data: DatasetInfo, target: s
     from the data each time, so a resumed run rebuilds the same generator."""
     if not background_gain:
         return None
-    images, _, _ = load_split_arrays(data, "train", target)
-    return list(background_level(np.array_split(images, max(1, len(images) // 256))))
+    batches = make_dataset(data, "train", target, batch_size=256, cache=False)
+    return list(background_level(images for images, _ in batches))
 
 
 def _check_data(data: DatasetInfo, target: str) -> list[str]:
@@ -191,17 +191,15 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
             output_band=options["output_band_resolved"],
             background_gain=options["background_level_resolved"],
         )
-    elif options["noise_channels"] or options["output_band_resolved"] or options["background_gain"]:
-        flag = next(
-            f
-            for f, on in (
-                ("--noise-channels", options["noise_channels"]),
-                ("--output-band", options["output_band_resolved"]),
-                ("--background-gain", options["background_gain"]),
-            )
-            if on
-        )
-        raise UserError(f"{flag}: only the U-Net generator has it, not --generator {gen_kind}")
+    else:
+        unet_only = {
+            "--noise-channels": options["noise_channels"],
+            "--output-band": options["output_band_resolved"],
+            "--background-gain": options["background_gain"],
+        }
+        flag = next((f for f, on in unet_only.items() if on), None)
+        if flag:
+            raise UserError(f"{flag}: only the U-Net generator has it, not --generator {gen_kind}")
     if gen_kind == "multi-residual":
         gen_kwargs = {"filters": 2 * options["base_filters"]}
     try:
