@@ -110,7 +110,7 @@ Examples:
     "--selection-probe",
     type=click.Choice(SELECTION_PROBES),
     default=None,
-    help="After each epoch, fit this probe afresh on G(train) and score G(val); the best epoch must fool it as well as the co-trained classifiers (fourier: linear model of Fourier magnitudes, ~5 s an epoch; none = co-trained classifiers only; docs/method.md). [default: fourier]",
+    help="After each epoch, fit this probe afresh on G(train) and score G(val); the best epoch must fool it as well as the co-trained classifiers (fourier: linear model of Fourier magnitudes, a few seconds an epoch; none = co-trained classifiers only; docs/method.md). [default: fourier]",
 )
 @click.option("--ssim-weight", type=click.FloatRange(min=0), default=None, help="Weight of the 1 - SSIM(X, G(X)) fidelity term (--fidelity ssim or mse+ssim). [default: 20]")
 @click.option("--ssim-setpoint", type=click.FloatRange(0, 1, max_open=True), default=None, help="Scale the fidelity term every step to hold the batch SSIM here (0 = fixed weights). [default: 0]")

@@ -41,19 +41,39 @@ def set_batch_norm_momentum(model: keras.Model, momentum: float, synchronized: b
         layer.synchronized = synchronized
 
 
+class PreciseBatchNorm:
+    """Precise BN fed one batch at a time: after ``n`` calls of :meth:`update`, every layer's
+    moving statistics are the mean of its batch statistics over those ``n`` batches.
+
+    One pass over generated images can then recalibrate several networks (the co-trained
+    classifier and the spectral adversary) without running the generator once per network.
+    """
+
+    def __init__(self, model: keras.Model, norms: list[keras.layers.BatchNormalization] | None = None) -> None:
+        self.model = model
+        self.norms = batch_norm_layers(model) if norms is None else norms
+        self.batches = 0
+
+    def update(self, images) -> None:
+        """Fold the batch statistics of ``model(images)`` into the running mean (eagerly: the
+        momentum changes with every batch)."""
+        self.batches += 1
+        saved = [norm.momentum for norm in self.norms]
+        try:
+            for norm in self.norms:
+                norm.momentum = 1.0 - 1.0 / self.batches  # running mean over batches; the first replaces
+            self.model(images, training=True)
+        finally:
+            for norm, momentum in zip(self.norms, saved):
+                norm.momentum = momentum
+
+
 def recalibrate_batch_norm(model: keras.Model, norms: list[keras.layers.BatchNormalization], dataset) -> int:
     """Set each layer's moving statistics to the mean of its batch statistics over ``dataset``
     (batches of ``(images, anything)``), in one forward pass in training mode. Dropout and the
     weights are untouched in effect (training-mode calls update only the BN statistics here).
     Returns the number of batches used."""
-    saved = [norm.momentum for norm in norms]
-    batches = 0
-    try:
-        for batches, (images, _) in enumerate(dataset, start=1):
-            for norm in norms:
-                norm.momentum = 1.0 - 1.0 / batches  # running mean over batches; the first replaces
-            model(images, training=True)
-    finally:
-        for norm, momentum in zip(norms, saved):
-            norm.momentum = momentum
-    return batches
+    precise = PreciseBatchNorm(model, norms)
+    for images, _ in dataset:
+        precise.update(images)
+    return precise.batches

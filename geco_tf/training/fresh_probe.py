@@ -64,17 +64,32 @@ def generated_features(
     return out
 
 
-def fresh_probe_accuracy(
-    generator: tf.keras.Model, data: DatasetInfo, target: str, probe: str = "fourier", seed: int = 0
-) -> float | None:
-    """Validation accuracy of a probe fitted from scratch on G(train), or None for
-    ``probe="none"`` or a split without slices."""
+def probe_features(probe: str):
+    """The features ``probe`` is fitted on, as a function of generated images [N, H, W, 1]
+    (NumPy) -> [N, F]; None for ``probe="none"``."""
     if probe == "none":
         return None
     if probe not in SELECTION_PROBES:
         raise ValueError(f"unknown selection probe {probe!r}; choose one of {', '.join(SELECTION_PROBES)}")
-    features = generated_features(generator, data, target, {"train": PROBE_TRAIN_IMAGES, "val": None}, seed)
-    (f_train, y_train), (f_val, y_val) = features["train"], features["val"]
+    return fourier_features
+
+
+def probe_accuracy(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray) -> float | None:
+    """Validation accuracy of the linear probe fitted from scratch on ``(f_train, y_train)``;
+    None when either split is empty."""
     if not len(f_train) or not len(f_val):
         return None
     return float(np.mean(fit_predict_linear(f_train, y_train, f_val) == y_val))
+
+
+def fresh_probe_accuracy(
+    generator: tf.keras.Model, data: DatasetInfo, target: str, probe: str = "fourier", seed: int = 0
+) -> float | None:
+    """Validation accuracy of a probe fitted from scratch on G(train), or None for
+    ``probe="none"`` or a split without slices. (A run gets the same number from
+    :func:`geco_tf.training.validation.validate_epoch`, which shares G's passes with precise BN
+    and the validation metrics.)"""
+    if probe_features(probe) is None:
+        return None
+    features = generated_features(generator, data, target, {"train": PROBE_TRAIN_IMAGES, "val": None}, seed)
+    return probe_accuracy(*features["train"], *features["val"])

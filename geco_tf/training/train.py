@@ -22,13 +22,12 @@ import tensorflow as tf
 from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
 from geco_tf.data.pipeline import make_dataset
 from geco_tf.errors import UserError
-from geco_tf.evaluation.metrics import psnr, ssim
 from geco_tf.models import Discriminator, build_classifier, build_generator, choose_padding
 from geco_tf.models.background import background_level
 from geco_tf.models.spectral import SpectralClassifier
-from geco_tf.training.batch_norm import batch_norm_layers, recalibrate_batch_norm, set_batch_norm_momentum
+from geco_tf.training.batch_norm import set_batch_norm_momentum
 from geco_tf.training.distribute import describe, get_strategy
-from geco_tf.training.fresh_probe import SELECTION_PROBES, fresh_probe_accuracy
+from geco_tf.training.fresh_probe import SELECTION_PROBES
 from geco_tf.training.geco import GECO
 from geco_tf.training.precision import precision_policy, resolve_precision, wrap_optimizer
 from geco_tf.training.run import (
@@ -41,6 +40,7 @@ from geco_tf.training.run import (
     network_parts,
     select_best,
 )
+from geco_tf.training.validation import predict_split, validate_epoch
 
 #: Image size for which the paper's beta (0.02) was tuned: 512 x 512 slices.
 BETA_REFERENCE_SIZE = 512
@@ -262,73 +262,6 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
     return model
 
 
-def predict_split(model: GECO, data: DatasetInfo, split: str, target: str, batch_size: int = 64, with_labels=()):
-    """Run generator and co-trained classifier over a split.
-
-    Returns a dict of NumPy arrays: ``labels``, ``pred``, ``probs``, ``ssim``, ``psnr``,
-    ``pred_spectral`` (with a spectral adversary) and any ``with_labels`` (e.g. modality), one
-    entry per slice.
-    """
-    spectral = model.spectral_classifier
-
-    @tf.function(reduce_retracing=True)
-    def step(x):
-        g = tf.cast(model.output_generator(x, training=False), tf.float32)
-        p = model.classifier(g, training=False)
-        ps = spectral(g, training=False) if spectral is not None else p
-        return p, ps, ssim(x, g), psnr(x, g)
-
-    keys = ["labels", "probs", "probs_spectral", "ssim", "psnr", *with_labels]
-    out: dict[str, list] = {k: [] for k in keys}
-    ds = make_dataset(data, split, target, batch_size, with_labels=tuple(with_labels), cache=False)
-    for batch in ds:
-        p, ps, s, q = step(batch[0])
-        out["labels"].append(batch[1].numpy())
-        out["probs"].append(p.numpy())
-        out["probs_spectral"].append(ps.numpy())
-        out["ssim"].append(s.numpy())
-        out["psnr"].append(q.numpy())
-        for k in with_labels:
-            out[k].append(batch[2][k].numpy())
-    res = {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
-    res["pred"] = res["probs"].argmax(-1) if len(res["probs"]) else np.zeros(0, int)
-    probs_spectral = res.pop("probs_spectral")
-    if spectral is not None:
-        res["pred_spectral"] = probs_spectral.argmax(-1) if len(probs_spectral) else np.zeros(0, int)
-    return res
-
-
-#: Training images whose generated versions set the classifier's batch-norm statistics after
-#: each epoch (more changes the statistics by < 1%; fewer makes them noisy).
-RECALIBRATION_IMAGES = 1024
-
-
-def recalibrate_classifier(model: GECO, data: DatasetInfo, target: str, seed: int = 0) -> int:
-    """Precise BN for the co-trained classifier (see ``geco_tf/training/batch_norm.py``).
-
-    The game only ever runs the classifier in training mode (batch statistics), while its
-    moving averages, used for validation, test and the saved ``classifier.keras``, mix the
-    statistics of every generator of the last ~10 steps. Without this the co-trained classifier
-    predicted one class on G(val) (accuracy 0.25 = chance, the paper's number at its best) while
-    it was 52% right with batch statistics. Here its moving statistics become the mean batch
-    statistics of the current generator's output on up to :data:`RECALIBRATION_IMAGES` training
-    images. Only the statistics change; the game does not use them. Returns the batches used.
-    """
-    ds = make_dataset(data, "train", target, 64, shuffle=True, seed=seed, cache=False)
-    ds = ds.take(math.ceil(RECALIBRATION_IMAGES / 64))
-
-    @tf.function(reduce_retracing=True)
-    def generate(x):
-        return tf.cast(model.output_generator(x, training=False), tf.float32)
-
-    batches = 0
-    for network in (model.classifier, model.spectral_classifier):
-        if network is not None:
-            generated = ((generate(x), y) for x, y in ds)
-            batches = recalibrate_batch_norm(network, batch_norm_layers(network), generated)
-    return batches
-
-
 def _epoch_dataset(data: DatasetInfo, target: str, options: dict, epoch: int, strategy) -> tf.data.Dataset:
     """The training batches of one epoch: the order depends only on (seed, epoch), so a resumed
     run sees exactly the batches an uninterrupted one would."""
@@ -468,25 +401,11 @@ def train_geco(
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 bar.update(1)
-        recalibrate_classifier(model, data, target, seed=opts["seed"] * 100_003 + epoch)
+        val = validate_epoch(model, data, target, opts["selection_probe"], seed=opts["seed"])
         if model.snapshots:  # after precise BN: the snapshot is this epoch's classifier as validated
             model.take_snapshot()
-        val = predict_split(model, data, "val", target, batch_size=max(64, opts["batch_size"]))
         row = {k: v / steps for k, v in sums.items()}
-        row.update(
-            epoch=epoch,
-            step=int(model.step_counter.numpy()),
-            val_accuracy_cotrained=float(np.mean(val["pred"] == val["labels"])),
-            val_accuracy_spectral=(
-                float(np.mean(val["pred_spectral"] == val["labels"])) if "pred_spectral" in val else None
-            ),
-            val_accuracy_probe=fresh_probe_accuracy(
-                model.output_generator, data, target, opts["selection_probe"], seed=opts["seed"]
-            ),
-            val_ssim=float(np.mean(val["ssim"])),
-            val_psnr=float(np.mean(val["psnr"])),
-            seconds=time.monotonic() - t0,
-        )
+        row.update(epoch=epoch, step=int(model.step_counter.numpy()), **val, seconds=time.monotonic() - t0)
         for k in ("gen_loss", "gen_adv_loss", "gen_mse", "cls_loss", "cls_accuracy"):
             row.setdefault(k, None)
         if not all(math.isfinite(row[k]) for k in ("gen_loss", "cls_loss")):
@@ -521,7 +440,9 @@ def train_geco(
     # also covers a run killed after saving generator.keras but before its checkpoint).
     parts = network_parts(model)
     parts.pop("discriminator_weights", None)
-    tf.train.Checkpoint(**parts).read(checkpoint_path(run, best["epoch"])).assert_existing_objects_matched().expect_partial()
+    tf.train.Checkpoint(**parts).read(
+        checkpoint_path(run, best["epoch"])
+    ).assert_existing_objects_matched().expect_partial()
     _save_networks(run, model)
     metrics = test_metrics(model, data, target, classes)
     metrics.update(
