@@ -77,6 +77,7 @@ Examples:
 @click.option("--d-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Discriminator learning rate. [default: 5e-4]")
 @click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 2]")
 @click.option("--classifier-snapshots", type=click.IntRange(0, 8), default=None, help="The generator must also fool frozen copies of the co-trained classifier from the last K epochs (0 = only the live one; docs/method.md). [default: 0]")
+@click.option("--classifier-holdout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Share of training subjects whose slices the co-trained classifiers never learn from; the generator's adversarial terms are computed on those slices only, so it is pushed to remove what generalises across subjects, not what the classifiers memorised (0 = off: every slice plays both roles; docs/method.md). [default: 0]")
 @click.option("--generator-ema", type=click.FloatRange(0, 1, max_open=True), default=None, help="Validate, keep and save an exponential moving average of the generator's weights with this decay per step (0 = the trained generator itself; docs/method.md). [default: 0]")
 @click.option("--three-player", is_flag=True, default=None, help="Add the discriminator (real vs generated).")
 @click.option(

@@ -385,10 +385,22 @@ class GECO(keras.Model):
             g = tf.cast(self.generator(x, training=True), tf.float32)
         gx = tf.stop_gradient(g)
 
+        # Slices of held-out subjects (``holdout.py``): the classifiers never learn their labels
+        # (label -1, weight 0, also in the replay pool) and the generator's adversarial terms
+        # are computed on them only. Without the flag every slice plays both roles.
+        held = None
+        if len(data) > 2 and isinstance(data[2], dict) and "holdout" in data[2]:
+            held = tf.cast(data[2]["holdout"], tf.bool)
+        learn_y = y if held is None else tf.where(held, -1, y)
+        learnt = tf.ones_like(y, tf.float32) if held is None else 1.0 - tf.cast(held, tf.float32)
+
         # 1. classifier: it sees only generated images
-        cls_images, cls_labels, cls_weights = gx, y, None
+        cls_images, cls_labels, cls_weights = gx, learn_y, None
         if self.pool_size:
-            cls_images, cls_labels, cls_weights = self._pool_mix(gx, y)
+            cls_images, cls_labels, cls_weights = self._pool_mix(gx, learn_y)
+        if held is not None:
+            known = tf.cast(cls_labels >= 0, tf.float32)
+            cls_weights = known if cls_weights is None else cls_weights * known
         n = tf.shape(gx)[0]
         cls_loss = tf.constant(0.0)
         cls_acc = tf.constant(0.0)
@@ -396,7 +408,9 @@ class GECO(keras.Model):
             cls_loss, logits = self._classifier_update(
                 self.classifier, self.c_optimizer, cls_images, cls_labels, cls_weights, replicas
             )
-            cls_acc = _accuracy(logits[:n], y)
+            cls_acc = _accuracy(logits[:n], y, learnt)
+        if held is not None:  # the classifier on slices it never learnt from, as on validation
+            cls_holdout_acc = _accuracy(logits[:n], y, 1.0 - learnt)
         spec_loss = tf.constant(0.0)
         spec_acc = tf.constant(0.0)
         if self.spectral_classifier is not None:
@@ -404,7 +418,7 @@ class GECO(keras.Model):
                 spec_loss, logits = self._classifier_update(
                     self.spectral_classifier, self.s_optimizer, cls_images, cls_labels, cls_weights, replicas
                 )
-                spec_acc = _accuracy(logits[:n], y)
+                spec_acc = _accuracy(logits[:n], y, learnt)
 
         # 2. discriminator (three-player game): originals are 1, generated images 0
         disc_loss = tf.constant(0.0)
@@ -419,7 +433,11 @@ class GECO(keras.Model):
             self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
 
         # 3. generator
-        adv_on = tf.cast(self.step_counter.value >= self.warmup_steps, tf.float32)
+        adv_warm = tf.cast(self.step_counter.value >= self.warmup_steps, tf.float32)
+        adv_on = adv_warm
+        if held is not None:  # adversarial terms from held-out slices, rescaled to the batch mean
+            held_f = 1.0 - learnt
+            adv_on = adv_on * held_f * tf.cast(n, tf.float32) / tf.maximum(tf.reduce_sum(held_f), 1.0)
         with g_tape:
             logits = self.classifier(g, training=True, return_logits=True)
             adv = self.adversarial_loss(logits)
@@ -443,7 +461,7 @@ class GECO(keras.Model):
             if self.discriminator is not None:
                 d_logit = self.discriminator(g, training=True, return_logits=True)
                 fool = _bce(tf.ones_like(d_logit), d_logit)
-                per_image = per_image + adv_on * self.disc_weight * fool
+                per_image = per_image + adv_warm * self.disc_weight * fool
             gen_loss = tf.nn.compute_average_loss(per_image)
             scaled = self.g_optimizer.scale_loss(gen_loss)
         if self.generator.trainable_variables:  # a frozen generator (e.g. a classifier-only phase)
@@ -453,17 +471,19 @@ class GECO(keras.Model):
         if self.ssim_setpoint:
             error = (self.ssim_setpoint - _global_mean(batch_ssim)) / (1.0 - self.ssim_setpoint)
             self.log_beta_scale.assign(
-                tf.clip_by_value(self.log_beta_scale + adv_on * self.beta_rate * error, -BETA_LOG_RANGE, BETA_LOG_RANGE)
+                tf.clip_by_value(self.log_beta_scale + adv_warm * self.beta_rate * error, -BETA_LOG_RANGE, BETA_LOG_RANGE)
             )
 
         pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
         out = {
             "gen_loss": gen_loss * replicas,
-            "gen_adv_loss": tf.reduce_mean(adv),
+            "gen_adv_loss": tf.reduce_mean(adv) if held is None else _weighted_mean(adv, 1.0 - learnt),
             "gen_mse": tf.reduce_mean(pix) / pixels,
             "cls_loss": cls_loss * replicas,
             "cls_accuracy": cls_acc,
         }
+        if held is not None:
+            out["cls_holdout_accuracy"] = cls_holdout_acc
         if self.snapshots:
             out["gen_snapshot_adv_loss"] = tf.reduce_mean(tf.stack(snapshot_adv))
         if batch_ssim is not None:
@@ -483,7 +503,7 @@ class GECO(keras.Model):
             logits = network(images, training=True, return_logits=True)
             per_image = self.classifier_loss(labels, logits)
             if weights is not None:
-                loss = tf.reduce_sum(per_image * weights) / (tf.reduce_sum(weights) * replicas)
+                loss = tf.math.divide_no_nan(tf.reduce_sum(per_image * weights), tf.reduce_sum(weights) * replicas)
             else:
                 loss = tf.nn.compute_average_loss(per_image)
             scaled = optimizer.scale_loss(loss)
@@ -514,9 +534,15 @@ def _global_mean(values: tf.Tensor) -> tf.Tensor:
     return total / count
 
 
-def _accuracy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """Share of rows whose largest logit is the label."""
-    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+def _accuracy(logits: tf.Tensor, y: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
+    """Share of rows (of those with weight 1) whose largest logit is the label."""
+    correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
+    return tf.reduce_mean(correct) if weights is None else _weighted_mean(correct, weights)
+
+
+def _weighted_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """``sum(w v) / sum(w)``, 0 when every weight is 0."""
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
 
 
 def _bce(target: tf.Tensor, logit: tf.Tensor) -> tf.Tensor:

@@ -35,6 +35,7 @@ HISTORY_COLUMNS = (
     "beta_scale",
     "cls_loss",
     "cls_accuracy",
+    "cls_holdout_accuracy",
     "disc_loss",
     "spec_loss",
     "spec_accuracy",

@@ -29,6 +29,7 @@ from geco_tf.training.batch_norm import set_batch_norm_momentum
 from geco_tf.training.distribute import describe, get_strategy
 from geco_tf.training.fresh_probe import SELECTION_PROBES
 from geco_tf.training.geco import GECO
+from geco_tf.training.holdout import add_holdout_flags, holdout_slice_ids
 from geco_tf.training.precision import precision_policy, resolve_precision, wrap_optimizer
 from geco_tf.training.run import (
     RunDir,
@@ -82,6 +83,7 @@ DEFAULTS: dict = {
     "disc_weight": 1.0,
     "pool_size": 512,
     "pool_fraction": 0.5,
+    "classifier_holdout": 0.0,
     "warmup_steps": 100,
     "epochs": 15,
     "batch_size": 32,
@@ -262,9 +264,12 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
     return model
 
 
-def _epoch_dataset(data: DatasetInfo, target: str, options: dict, epoch: int, strategy) -> tf.data.Dataset:
+def _epoch_dataset(
+    data: DatasetInfo, target: str, options: dict, epoch: int, strategy, held_ids: np.ndarray | None = None
+) -> tf.data.Dataset:
     """The training batches of one epoch: the order depends only on (seed, epoch), so a resumed
-    run sees exactly the batches an uninterrupted one would."""
+    run sees exactly the batches an uninterrupted one would. With ``held_ids`` each batch also
+    carries which slices the classifiers must not learn from (``holdout.py``)."""
     ds = make_dataset(
         data,
         "train",
@@ -273,7 +278,10 @@ def _epoch_dataset(data: DatasetInfo, target: str, options: dict, epoch: int, st
         shuffle=True,
         seed=options["seed"] * 100_003 + epoch,
         drop_remainder=True,
+        with_labels=("slice_id",) if held_ids is not None else (),
     )
+    if held_ids is not None:
+        ds = add_holdout_flags(ds, held_ids)
     return strategy.experimental_distribute_dataset(ds)
 
 
@@ -311,6 +319,8 @@ def train_geco(
     opts = resolve_options(opts, size)
     opts["output_band_resolved"] = resolve_output_band(opts["output_band"], data, opts["generator"])
     opts["background_level_resolved"] = resolve_background_level(opts["background_gain"], data, target)
+    fraction = float(opts["classifier_holdout"])
+    held_ids = holdout_slice_ids(data, target, fraction, seed=int(opts["seed"])) if fraction else None
 
     keras.utils.set_random_seed(int(opts["seed"]))
     strategy = get_strategy(opts["strategy"])
@@ -347,6 +357,7 @@ def train_geco(
             "classifier_padding": opts["classifier_padding_resolved"],
             "output_band": list(opts["output_band_resolved"]) if opts["output_band_resolved"] else None,
             "background_level": opts["background_level_resolved"],
+            "classifier_holdout_slices": None if held_ids is None else int(len(held_ids)),
             "precision": opts["precision_resolved"],
             "strategy": describe(strategy),
             "generator_config": model.generator.get_config(),
@@ -386,7 +397,7 @@ def train_geco(
                 break
         t0 = time.monotonic()
         sums: dict[str, float] = {}
-        iterator = iter(_epoch_dataset(data, target, opts, epoch, strategy))
+        iterator = iter(_epoch_dataset(data, target, opts, epoch, strategy, held_ids))
         bar = click.progressbar(
             length=steps,
             label=f"epoch {epoch}/{opts['epochs']}",
