@@ -33,13 +33,11 @@ def main() -> None:
     from geco_tf.data.pipeline import make_dataset
     from geco_tf.training.batch_norm import batch_norm_layers, recalibrate_batch_norm
     from geco_tf.training.fresh_probe import fresh_probe_accuracy
-    from geco_tf.training.train import DEFAULTS, _build, resolve_options, resolve_output_band
+    from geco_tf.training.train import DEFAULTS, _build, resolve_data_options, resolve_options
     from geco_tf.training.validation import RECALIBRATION_IMAGES, predict_split, validate_epoch
 
     data = open_dataset(args.data)
-    opts = resolve_options(dict(DEFAULTS), data.image_size)
-    opts["output_band_resolved"] = resolve_output_band(opts["output_band"], data, opts["generator"])
-    opts["background_level_resolved"] = None
+    opts = resolve_data_options(resolve_options(dict(DEFAULTS), data.image_size), data, args.target)
     model = _build(opts, data.classes(args.target), data.image_size, tf.distribute.get_strategy())
 
     def separate() -> None:

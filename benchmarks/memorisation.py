@@ -41,7 +41,7 @@ def main() -> None:
         generator = keras.saving.load_model(run / "generator.keras", compile=False)
         classifier = keras.saving.load_model(run / "classifier.keras", compile=False)
         fraction = float(config["options"].get("classifier_holdout", 0.0) or 0.0)
-        held = set(holdout_slice_ids(data, target, fraction, int(config["options"]["seed"])).tolist()) if fraction else set()
+        held = set(holdout_slice_ids(data, target, fraction, int(config["options"]["seed"])).tolist())
         parts: dict[str, list[bool]] = {}
         for split in ("train", "val", "test"):
             for x, y, extra in make_dataset(data, split, target, 64, with_labels=("slice_id",), cache=False):

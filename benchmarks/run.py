@@ -124,7 +124,10 @@ def geco_options(size: int, precision: str = "float32") -> dict:
     """``train_geco``'s defaults, resolved for ``size`` (what ``RUN/config.json`` would hold)."""
     from geco_tf.training.train import DEFAULTS, resolve_options
 
-    return resolve_options({**DEFAULTS, "precision": precision}, size)
+    opts = resolve_options({**DEFAULTS, "precision": precision}, size)
+    # No dataset here: the options resolved from one (train.resolve_data_options) are off, i.e.
+    # no output band (one fixed FFT low-pass per image) and no background gain.
+    return {**opts, "output_band_resolved": None, "background_level_resolved": None}
 
 
 def build_geco(size: int, precision: str = "float32", num_classes: int = 4):

@@ -86,9 +86,9 @@ def fresh_probe_accuracy(
     generator: tf.keras.Model, data: DatasetInfo, target: str, probe: str = "fourier", seed: int = 0
 ) -> float | None:
     """Validation accuracy of a probe fitted from scratch on G(train), or None for
-    ``probe="none"`` or a split without slices. (A run gets the same number from
-    :func:`geco_tf.training.validation.validate_epoch`, which shares G's passes with precise BN
-    and the validation metrics.)"""
+    ``probe="none"`` or a split without slices. (A run fits the same probe in
+    :func:`geco_tf.training.validation.validate_epoch`, on a seeded shuffle of the same subset,
+    sharing G's passes with precise BN and the validation metrics.)"""
     if probe_features(probe) is None:
         return None
     features = generated_features(generator, data, target, {"train": PROBE_TRAIN_IMAGES, "val": None}, seed)

@@ -388,11 +388,11 @@ class GECO(keras.Model):
         # Slices of held-out subjects (``holdout.py``): the classifiers never learn their labels
         # (label -1, weight 0, also in the replay pool) and the generator's adversarial terms
         # are computed on them only. Without the flag every slice plays both roles.
-        held = None
+        held = learnt = None  # float flags [B]: 1 for a held-out slice / a slice the classifiers learn
         if len(data) > 2 and isinstance(data[2], dict) and "holdout" in data[2]:
-            held = tf.cast(data[2]["holdout"], tf.bool)
-        learn_y = y if held is None else tf.where(held, -1, y)
-        learnt = tf.ones_like(y, tf.float32) if held is None else 1.0 - tf.cast(held, tf.float32)
+            held = tf.cast(data[2]["holdout"], tf.float32)
+            learnt = 1.0 - held
+        learn_y = y if held is None else tf.where(held > 0, -1, y)
 
         # 1. classifier: it sees only generated images
         cls_images, cls_labels, cls_weights = gx, learn_y, None
@@ -410,7 +410,7 @@ class GECO(keras.Model):
             )
             cls_acc = _accuracy(logits[:n], y, learnt)
         if held is not None:  # the classifier on slices it never learnt from, as on validation
-            cls_holdout_acc = _accuracy(logits[:n], y, 1.0 - learnt)
+            cls_holdout_acc = _accuracy(logits[:n], y, held)
         spec_loss = tf.constant(0.0)
         spec_acc = tf.constant(0.0)
         if self.spectral_classifier is not None:
@@ -436,8 +436,7 @@ class GECO(keras.Model):
         adv_warm = tf.cast(self.step_counter.value >= self.warmup_steps, tf.float32)
         adv_on = adv_warm
         if held is not None:  # adversarial terms from held-out slices, rescaled to the batch mean
-            held_f = 1.0 - learnt
-            adv_on = adv_on * held_f * tf.cast(n, tf.float32) / tf.maximum(tf.reduce_sum(held_f), 1.0)
+            adv_on = adv_on * held * tf.cast(n, tf.float32) / tf.maximum(tf.reduce_sum(held), 1.0)
         with g_tape:
             logits = self.classifier(g, training=True, return_logits=True)
             adv = self.adversarial_loss(logits)
@@ -477,7 +476,7 @@ class GECO(keras.Model):
         pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
         out = {
             "gen_loss": gen_loss * replicas,
-            "gen_adv_loss": tf.reduce_mean(adv) if held is None else _weighted_mean(adv, 1.0 - learnt),
+            "gen_adv_loss": tf.reduce_mean(adv) if held is None else _weighted_mean(adv, held),
             "gen_mse": tf.reduce_mean(pix) / pixels,
             "cls_loss": cls_loss * replicas,
             "cls_accuracy": cls_acc,

@@ -57,7 +57,6 @@ def add_holdout_flags(ds: tf.data.Dataset, held_ids: np.ndarray) -> tf.data.Data
 
     def flag(images, labels, extra):
         ids = tf.cast(extra["slice_id"], tf.int64)
-        is_held = tf.reduce_any(tf.equal(ids[:, None], held[None, :]), axis=1) if len(held_ids) else tf.zeros_like(ids, tf.bool)
-        return images, labels, {"holdout": is_held}
+        return images, labels, {"holdout": tf.reduce_any(tf.equal(ids[:, None], held[None, :]), axis=1)}
 
     return ds.map(flag, num_parallel_calls=tf.data.AUTOTUNE)

@@ -172,6 +172,16 @@ def resolve_background_level(background_gain: bool, data: DatasetInfo, target: s
     return list(background_level(images for images, _ in batches))
 
 
+def resolve_data_options(opts: dict, data: DatasetInfo, target: str) -> dict:
+    """``opts`` with the options that depend on the dataset resolved (``output_band_resolved``,
+    ``background_level_resolved``): what :func:`_build` needs besides :func:`resolve_options`."""
+    return {
+        **opts,
+        "output_band_resolved": resolve_output_band(opts["output_band"], data, opts["generator"]),
+        "background_level_resolved": resolve_background_level(opts["background_gain"], data, target),
+    }
+
+
 def _check_data(data: DatasetInfo, target: str) -> list[str]:
     classes = check_target(data, target)
     for split in ("train", "val"):
@@ -317,8 +327,7 @@ def train_geco(
     learnt = learnt_accuracy(len(classes))
     size = data.image_size
     opts = resolve_options(opts, size)
-    opts["output_band_resolved"] = resolve_output_band(opts["output_band"], data, opts["generator"])
-    opts["background_level_resolved"] = resolve_background_level(opts["background_gain"], data, target)
+    opts = resolve_data_options(opts, data, target)
     fraction = float(opts["classifier_holdout"])
     held_ids = holdout_slice_ids(data, target, fraction, seed=int(opts["seed"])) if fraction else None
 
