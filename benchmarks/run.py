@@ -126,8 +126,9 @@ def geco_options(size: int, precision: str = "float32") -> dict:
 
     opts = resolve_options({**DEFAULTS, "precision": precision}, size)
     # No dataset here: the options resolved from one (train.resolve_data_options) are off, i.e.
-    # no output band (one fixed FFT low-pass per image) and no background gain.
-    return {**opts, "output_band_resolved": None, "background_level_resolved": None}
+    # no output band (one fixed FFT low-pass per image), no background gain, and no epoch length
+    # (only --lr-schedule cosine needs it).
+    return {**opts, "output_band_resolved": None, "background_level_resolved": None, "steps_per_epoch_resolved": None}
 
 
 def build_geco(size: int, precision: str = "float32", num_classes: int = 4):

@@ -10,6 +10,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "mirrored", "multiworker")
 FIDELITIES = ("mse", "ssim", "mse+ssim")
 SELECTION_PROBES = ("fourier", "none")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @click.command(
@@ -78,6 +79,9 @@ Examples:
 @click.option("--critic-steps", type=click.IntRange(1, 5), default=None, help="Classifier updates per generator update. [default: 2]")
 @click.option("--classifier-snapshots", type=click.IntRange(0, 8), default=None, help="The generator must also fool frozen copies of the co-trained classifier from the last K epochs (0 = only the live one; docs/method.md). [default: 0]")
 @click.option("--classifier-holdout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Share of training subjects whose slices the co-trained classifiers never learn from; the generator's adversarial terms are computed on those slices only, so it is pushed to remove what generalises across subjects, not what the classifiers memorised (0 = off: every slice plays both roles; docs/method.md). [default: 0]")
+@click.option("--classifier-shift", type=click.IntRange(0, 16), default=None, help="Move each image the co-trained classifier learns from by up to this many whole pixels along each axis (reflected edges), so it cannot learn where a training subject's anatomy lies (0 = off; docs/method.md). [default: 0]")
+@click.option("--classifier-flip/--no-classifier-flip", default=None, help="Mirror half of the images the co-trained classifier learns from left-right (keeps the built-in manufacturers' signatures; reverses the fat shift, a field-strength cue). [default: off]")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None, help="Learning rates of all networks: constant, or cosine decay to 0 over --epochs (a run the time budget stops early ends before 0). [default: constant]")
 @click.option("--generator-ema", type=click.FloatRange(0, 1, max_open=True), default=None, help="Validate, keep and save an exponential moving average of the generator's weights with this decay per step (0 = the trained generator itself; docs/method.md). [default: 0]")
 @click.option("--three-player", is_flag=True, default=None, help="Add the discriminator (real vs generated).")
 @click.option(

@@ -120,9 +120,10 @@ def test_cli_choices_match_the_library():
     from geco_tf.training.distribute import STRATEGIES
     from geco_tf.training.fresh_probe import SELECTION_PROBES
     from geco_tf.training.precision import PRECISIONS
-    from geco_tf.training.train import FIDELITIES
+    from geco_tf.training.train import FIDELITIES, LR_SCHEDULES
 
     assert cli_train.PRECISIONS == PRECISIONS and cli_train.STRATEGIES == STRATEGIES
+    assert cli_train.LR_SCHEDULES == LR_SCHEDULES
     assert cli_train.FIDELITIES == FIDELITIES and cli_train.SELECTION_PROBES == SELECTION_PROBES
 
 

@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from geco_tf.evaluation.metrics import psnr, ssim
+from geco_tf.training.augment import shift_and_flip
 
 #: The SSIM controller keeps the fidelity weights within e^-3 .. e^3 (x0.05 .. x20) of their configured values.
 BETA_LOG_RANGE = 3.0
@@ -119,6 +120,8 @@ class GECO(keras.Model):
         beta_rate: float = 0.05,
         classifier_snapshots: int = 0,
         generator_ema: float = 0.0,
+        classifier_shift: int = 0,
+        classifier_flip: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -147,6 +150,8 @@ class GECO(keras.Model):
         self.ssim_weight = float(ssim_weight)
         self.ssim_setpoint = float(ssim_setpoint)
         self.beta_rate = float(beta_rate)
+        self.classifier_shift = int(classifier_shift)
+        self.classifier_flip = bool(classifier_flip)
         self.classifier_snapshots = int(classifier_snapshots)
         self.snapshots = []
         for k in range(self.classifier_snapshots):
@@ -289,6 +294,8 @@ class GECO(keras.Model):
             "beta_rate": self.beta_rate,
             "classifier_snapshots": self.classifier_snapshots,
             "generator_ema": self.generator_ema,
+            "classifier_shift": self.classifier_shift,
+            "classifier_flip": self.classifier_flip,
         }
 
     @classmethod
@@ -404,9 +411,9 @@ class GECO(keras.Model):
         n = tf.shape(gx)[0]
         cls_loss = tf.constant(0.0)
         cls_acc = tf.constant(0.0)
-        for _ in range(self.critic_steps):
+        for k in range(self.critic_steps):
             cls_loss, logits = self._classifier_update(
-                self.classifier, self.c_optimizer, cls_images, cls_labels, cls_weights, replicas
+                self.classifier, self.c_optimizer, self._augment(cls_images, k), cls_labels, cls_weights, replicas
             )
             cls_acc = _accuracy(logits[:n], y, learnt)
         if held is not None:  # the classifier on slices it never learnt from, as on validation
@@ -494,6 +501,18 @@ class GECO(keras.Model):
         if self.spectral_classifier is not None:
             out.update(spec_loss=spec_loss * replicas, spec_accuracy=spec_acc, gen_spec_adv_loss=tf.reduce_mean(spec_adv))
         return out
+
+    def _augment(self, images: tf.Tensor, critic_step: int) -> tf.Tensor:
+        """The CNN classifier's learning batch shifted and mirrored (``augment.py``), a fresh draw
+        for every step, critic step and replica, seeded by the step counter (resumable). The
+        spectral adversary learns from G(X) as it is: its Fourier magnitudes do not say where the
+        anatomy lies, and a mirror or a reflected edge would change them."""
+        if not self.classifier_shift and not self.classifier_flip:
+            return images
+        replica = tf.distribute.get_replica_context()
+        rid = tf.cast(replica.replica_id_in_sync_group if replica is not None else 0, tf.int64)
+        seed = tf.stack([tf.cast(self.seed, tf.int64) * 1000003 + 97 * rid + critic_step, self.step_counter.value])
+        return shift_and_flip(images, seed, self.classifier_shift, self.classifier_flip)
 
     def _classifier_update(self, network, optimizer, images, labels, weights, replicas):
         """One update of a classifier (the CNN or the spectral adversary) on generated images:

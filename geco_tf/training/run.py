@@ -45,6 +45,7 @@ HISTORY_COLUMNS = (
     "val_accuracy_probe",
     "val_ssim",
     "val_psnr",
+    "learning_rate",
     "seconds",
     "step",
 )

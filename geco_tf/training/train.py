@@ -84,6 +84,9 @@ DEFAULTS: dict = {
     "pool_size": 512,
     "pool_fraction": 0.5,
     "classifier_holdout": 0.0,
+    "classifier_shift": 0,
+    "classifier_flip": False,
+    "lr_schedule": "constant",
     "warmup_steps": 100,
     "epochs": 15,
     "batch_size": 32,
@@ -174,12 +177,40 @@ def resolve_background_level(background_gain: bool, data: DatasetInfo, target: s
 
 def resolve_data_options(opts: dict, data: DatasetInfo, target: str) -> dict:
     """``opts`` with the options that depend on the dataset resolved (``output_band_resolved``,
-    ``background_level_resolved``): what :func:`_build` needs besides :func:`resolve_options`."""
+    ``background_level_resolved``, ``steps_per_epoch_resolved``): what :func:`_build` needs
+    besides :func:`resolve_options`."""
+    n_train = data.count("train", target)
+    steps = n_train // opts["batch_size"]
+    if opts["steps_per_epoch"]:
+        steps = min(steps, int(opts["steps_per_epoch"])) if steps else int(opts["steps_per_epoch"])
+    if steps < 1:
+        raise UserError(
+            f"{data.path}: {n_train} training slices is less than one batch of --batch-size {opts['batch_size']}"
+        )
     return {
         **opts,
         "output_band_resolved": resolve_output_band(opts["output_band"], data, opts["generator"]),
         "background_level_resolved": resolve_background_level(opts["background_gain"], data, target),
+        "steps_per_epoch_resolved": steps,
     }
+
+
+#: ``--lr-schedule`` choices (:func:`learning_rate`).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(lr: float, schedule: str, updates: int | None = None) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """Adam's learning rate for ``--lr-schedule``: ``constant``, or ``cosine`` decay to 0 over the
+    ``updates`` the optimizer makes in the planned epochs (a classifier updates ``critic_steps``
+    times per step, so every network is at the same point of its schedule). The schedule reads
+    the optimizer's own step count, which the checkpoint keeps: a resumed run continues it."""
+    if schedule == "constant":
+        return float(lr)
+    if schedule == "cosine":
+        if not updates:
+            raise ValueError("a cosine schedule needs the number of updates it decays over")
+        return keras.optimizers.schedules.CosineDecay(float(lr), decay_steps=int(updates))
+    raise UserError(f"--lr-schedule {schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
 
 
 def _check_data(data: DatasetInfo, target: str) -> list[str]:
@@ -258,17 +289,24 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
         beta_rate=options["beta_rate"],
         classifier_snapshots=options["classifier_snapshots"],
         generator_ema=options["generator_ema"],
+        classifier_shift=options["classifier_shift"],
+        classifier_flip=options["classifier_flip"],
     )
     policy = options["precision_resolved"]
 
-    def adam(lr: float) -> keras.optimizers.Optimizer:
-        return wrap_optimizer(keras.optimizers.Adam(lr, beta_1=options["adam_beta_1"]), policy)
+    def adam(lr: float, updates_per_step: int = 1) -> keras.optimizers.Optimizer:
+        updates = None
+        if options["lr_schedule"] != "constant":
+            updates = int(options["epochs"]) * int(options["steps_per_epoch_resolved"]) * updates_per_step
+        rate = learning_rate(lr, options["lr_schedule"], updates)
+        return wrap_optimizer(keras.optimizers.Adam(rate, beta_1=options["adam_beta_1"]), policy)
 
+    critic = options["critic_steps"]
     model.compile(
         g_optimizer=adam(options["g_lr"]),
-        c_optimizer=adam(options["c_lr"]),
+        c_optimizer=adam(options["c_lr"], critic),
         d_optimizer=adam(options["d_lr"]) if discriminator is not None else None,
-        s_optimizer=adam(options["s_lr"]) if spectral is not None else None,
+        s_optimizer=adam(options["s_lr"], critic) if spectral is not None else None,
     )
     model.build((None, size, size, 1))
     return model
@@ -376,14 +414,7 @@ def train_geco(
     }
     run.write_config(config)
 
-    n_train = data.count("train", target)
-    steps = n_train // opts["batch_size"]
-    if opts["steps_per_epoch"]:
-        steps = min(steps, int(opts["steps_per_epoch"])) if steps else int(opts["steps_per_epoch"])
-    if steps < 1:
-        raise UserError(
-            f"{data.path}: {n_train} training slices is less than one batch of --batch-size {opts['batch_size']}"
-        )
+    steps = opts["steps_per_epoch_resolved"]
 
     inner = tf.function(model.train_step, jit_compile=bool(opts["jit"]), reduce_retracing=True)
 
@@ -426,6 +457,7 @@ def train_geco(
             model.take_snapshot()
         row = {k: v / steps for k, v in sums.items()}
         row.update(epoch=epoch, step=int(model.step_counter.numpy()), **val, seconds=time.monotonic() - t0)
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(model.g_optimizer.learning_rate))  # G's, at the epoch's end
         for k in ("gen_loss", "gen_adv_loss", "gen_mse", "cls_loss", "cls_accuracy"):
             row.setdefault(k, None)
         if not all(math.isfinite(row[k]) for k in ("gen_loss", "cls_loss")):
