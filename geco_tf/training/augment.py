@@ -8,12 +8,13 @@ of G(train) and 37% of G(val); ``benchmarks/memorisation.py``). Its gradient the
 generator to edit anatomy, which does not generalise and which the fidelity term charges for.
 
 Moving each image by a few whole pixels, and mirroring it left-right, changes where the anatomy
-falls but none of the scanner signatures of the built-in data (or of real scanners): the k-space
-windows and the noise they shape are translation invariant, the phase axis stays
-anterior-posterior and the readout left-right under a left-right mirror, and a shift of a few
-pixels moves coil shading by a few percent of its width. The one exception is the chemical
-shift of fat, whose direction along the readout a mirror reverses (its size is kept): a field
-strength cue, so ``--classifier-flip`` is for manufacturer. Only the CNN classifier's learning
+falls but keeps what tells the scanners apart: the k-space windows and the noise they shape are
+translation invariant, the phase axis stays anterior-posterior and the readout left-right under a
+left-right mirror, and a shift of a few pixels moves coil shading by a few percent of its width.
+A mirror does reverse two left-right asymmetries, keeping their size: the built-in Philips
+protocol's lateral coil shading (a 2% ramp across the image; the classifier then learns a ramp of
+either sign, which still tells Philips from the other three) and the direction of the chemical
+shift of fat along the readout (a field-strength cue: ``--classifier-flip`` is for manufacturer). Only the CNN classifier's learning
 step sees augmented images; the spectral adversary (whose Fourier magnitudes do not say where
 anatomy lies), the generator's adversarial terms, validation and the probes see G(X) as it is.
 """
