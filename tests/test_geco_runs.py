@@ -204,12 +204,14 @@ def bad_data(tmp_path_factory):
         ("missing", [], "does not exist"),
         ("empty", [], "not a dataset directory"),
         ("one", [], "need at least 2"),
-        ("tiny8", ["--classifier", "dds"], "--classifier maxpool"),
-        ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--noise-channels", "1"], "--noise-channels"),
-        ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--output-band", "0.8,0.85"], "--output-band"),
-        ("tiny8", ["--classifier", "maxpool", "--generator", "residual", "--background-gain"], "--background-gain"),
-        ("tiny8", ["--classifier", "maxpool", "--output-band", "1.5,0.8"], "--output-band"),
-        ("tiny8", ["--classifier", "maxpool", "--output-band", "wide"], "--output-band"),
+        # tiny8 holds 4 training slices: one batch of 4 (below: the default batch of 32 is too big)
+        ("tiny8", ["--batch-size", "4", "--classifier", "dds"], "--classifier maxpool"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--noise-channels", "1"], "--noise-channels"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--output-band", "0.8,0.85"], "--output-band"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--background-gain"], "--background-gain"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--output-band", "1.5,0.8"], "--output-band"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--output-band", "wide"], "--output-band"),
+        ("tiny8", ["--classifier", "maxpool"], "4 training slices is less than one batch of --batch-size 32"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, message):
