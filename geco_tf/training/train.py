@@ -49,6 +49,8 @@ BETA_REFERENCE_SIZE = 512
 #: The generator's fidelity term (``--fidelity``): the paper's per-pixel squared error (``mse``,
 #: weight ``beta``), ``1 - SSIM`` (``ssim``, weight ``ssim_weight``), or both.
 FIDELITIES = ("mse", "ssim", "mse+ssim")
+#: ``--lr-schedule`` choices (:func:`learning_rate`).
+LR_SCHEDULES = ("constant", "cosine")
 
 #: Every option of :func:`train_geco` with its default (written resolved into config.json).
 DEFAULTS: dict = {
@@ -193,10 +195,6 @@ def resolve_data_options(opts: dict, data: DatasetInfo, target: str) -> dict:
         "background_level_resolved": resolve_background_level(opts["background_gain"], data, target),
         "steps_per_epoch_resolved": steps,
     }
-
-
-#: ``--lr-schedule`` choices (:func:`learning_rate`).
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(lr: float, schedule: str, updates: int | None = None) -> float | keras.optimizers.schedules.LearningRateSchedule:
