@@ -65,6 +65,11 @@ Examples:
     default=None,
     help="U-Net only: scale the air around the head by a learnt per-slice gain, so the generator can raise or lower the background noise level (docs/method.md). [default: off]",
 )
+@click.option(
+    "--zero-background/--no-zero-background",
+    default=None,
+    help="U-Net only: set the air around the head (3 px from the anatomy) to black in every output, so no scanner's background noise survives (docs/method.md). [default: off]",
+)
 @click.option("--fidelity", type=click.Choice(FIDELITIES), default=None, help="Generator's fidelity term: the paper's pixel MSE (weight --beta), 1 - SSIM (weight --ssim-weight), or both. [default: mse]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the pixel term at 512x512 (the paper used 0.02; see docs/method.md). [default: 0.001]")
 @click.option(

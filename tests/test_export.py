@@ -202,6 +202,10 @@ def _small_generators() -> dict:
         kinds["unet-output-band"] = lambda: UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85))
     if "background_gain" in inspect.signature(UNetGenerator.__init__).parameters:
         kinds["unet-background-gain"] = _gain_generator
+    if "zero_background" in inspect.signature(UNetGenerator.__init__).parameters:
+        kinds["unet-zero-background"] = lambda: UNetGenerator(
+            depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85), zero_background=True
+        )
     return kinds
 
 

@@ -209,6 +209,7 @@ def bad_data(tmp_path_factory):
         ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--noise-channels", "1"], "--noise-channels"),
         ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--output-band", "0.8,0.85"], "--output-band"),
         ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--background-gain"], "--background-gain"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--zero-background"], "--zero-background"),
         ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--output-band", "1.5,0.8"], "--output-band"),
         ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--output-band", "wide"], "--output-band"),
         ("tiny8", ["--classifier", "maxpool"], "4 training slices is less than one batch of --batch-size 32"),

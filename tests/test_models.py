@@ -256,6 +256,33 @@ def test_background_gain_learns_to_equalise_noise_levels_in_tens_of_steps():
     assert float(layer.slope.numpy()) < 0.0  # the noisier slice gets the smaller gain
 
 
+def test_background_zero_blackens_the_air_and_never_the_head(tmp_path):
+    """BackgroundZero: exactly -1 wherever the input's air mask is 1 (whatever the generator
+    wrote there), the generator's output bit for bit on the head and its margin; a U-Net with it
+    saves and loads."""
+    from geco_tf.models.background import BackgroundZero, air_mask
+
+    x, disc = _head_in_noise([0.005, 0.02])
+    y = np.clip(x + 0.05, -1.0, 1.0)  # some edit everywhere, the air included
+    out = np.asarray(BackgroundZero()(y, x))
+    air = np.asarray(air_mask(x))[..., 0] == 1.0
+    assert 0.2 < air.mean() < 0.9 and not air[:, disc].any()
+    assert (out[..., 0][air] == -1.0).all()
+    np.testing.assert_array_equal(out[..., 0][~air], y[..., 0][~air])
+
+    gen = UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85), zero_background=True)
+    g = np.asarray(gen(x))
+    plain = UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85))
+    plain(x)
+    plain.set_weights(gen.get_weights())  # the layer has no weights: the same U-Net without it
+    assert (g[..., 0][air] == -1.0).all()
+    np.testing.assert_array_equal(g[..., 0][~air], np.asarray(plain(x))[..., 0][~air])
+    gen.save(tmp_path / "zero.keras")
+    again = keras.models.load_model(tmp_path / "zero.keras")
+    assert again.get_config()["zero_background"] is True
+    np.testing.assert_array_equal(np.asarray(again(x)), g)
+
+
 def test_unet_with_background_gain_saves_and_loads(tmp_path):
     x, _ = _head_in_noise([0.01, 0.02], size=40)
     gen = UNetGenerator(depth=2, base_filters=4, input_skip=True, background_gain=(-4.0, 0.5))

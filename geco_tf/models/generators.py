@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras import layers
 
 from geco_tf.models import normalization
-from geco_tf.models.background import BackgroundGain
+from geco_tf.models.background import BackgroundGain, BackgroundZero
 from geco_tf.models.band import BandLimit
 
 PACKAGE = "geco_tf"
@@ -107,6 +107,11 @@ class UNetGenerator(keras.Model):
         output_band: (rows, columns) as fractions of Nyquist, or None. The output is low-passed
             to this band (:class:`~geco_tf.models.band.BandLimit`), so k-space a scanner did not
             acquire is cut from every output instead of left for the classifier to find.
+        background_gain: (centre, spread) of the training data's air noise level, or None: a
+            learnt per-slice gain on the air (:class:`~geco_tf.models.background.BackgroundGain`).
+        zero_background: set the air around the head (from the input's anatomy) to black after
+            everything else (:class:`~geco_tf.models.background.BackgroundZero`), so no vendor's
+            background noise survives where tanh keeps the generator from editing it.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class UNetGenerator(keras.Model):
         noise_channels: int = 0,
         output_band: tuple[float, float] | None = None,
         background_gain: tuple[float, float] | None = None,
+        zero_background: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -138,6 +144,8 @@ class UNetGenerator(keras.Model):
         self.background = (
             BackgroundGain(self.background_gain, name="background_gain") if self.background_gain else None
         )
+        self.zero_background = bool(zero_background)
+        self.background_zero = BackgroundZero(name="background_zero") if self.zero_background else None
         self.filter = (
             layers.Conv2D(1, self.linear_filter, padding="same", use_bias=False, kernel_initializer="zeros", name="filter")
             if self.linear_filter and input_skip
@@ -182,7 +190,9 @@ class UNetGenerator(keras.Model):
         x = self.out_act(x)
         if self.background is not None:
             x = self.background(x, inputs)
-        return self.band_limit(x) if self.band_limit is not None else x
+        if self.band_limit is not None:
+            x = self.band_limit(x)
+        return self.background_zero(x, inputs) if self.background_zero is not None else x
 
     def get_config(self) -> dict:
         return {
@@ -196,6 +206,7 @@ class UNetGenerator(keras.Model):
             "noise_channels": self.noise_channels,
             "output_band": list(self.output_band) if self.output_band else None,
             "background_gain": list(self.background_gain) if self.background_gain else None,
+            "zero_background": self.zero_background,
         }
 
 

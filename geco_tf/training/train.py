@@ -65,6 +65,7 @@ DEFAULTS: dict = {
     "noise_channels": 0,
     "output_band": "auto",
     "background_gain": False,
+    "zero_background": False,
     "fidelity": "mse",
     "beta": 0.001,
     "beta_scaling": "area",
@@ -231,12 +232,14 @@ def _build(options: dict, classes: list[str], size: int, strategy: tf.distribute
             noise_channels=options["noise_channels"],
             output_band=options["output_band_resolved"],
             background_gain=options["background_level_resolved"],
+            zero_background=options["zero_background"],
         )
     else:
         unet_only = {
             "--noise-channels": options["noise_channels"],
             "--output-band": options["output_band_resolved"],
             "--background-gain": options["background_gain"],
+            "--zero-background": options["zero_background"],
         }
         flag = next((f for f, on in unet_only.items() if on), None)
         if flag:
