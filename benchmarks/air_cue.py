@@ -62,16 +62,17 @@ def main() -> None:
             p = classifier(images, training=False)
             log_likelihood = tf.reduce_sum(tf.math.log(tf.gather(p, y, batch_dims=1) + 1e-8))
         gradient = np.abs(tape.gradient(log_likelihood, images).numpy())
+        black = gx * (1 - air) - air
+        as_is = float(np.mean(np.argmax(p.numpy(), -1) == y))
         print(
-            f"{run}: co-trained accuracy on G(test) {accuracy(gx):.3f}  air black {accuracy(gx * (1 - air) - air):.3f}  "
+            f"{run}: co-trained accuracy on G(test) {as_is:.3f}  air black {accuracy(black):.3f}  "
             f"air from another slice {accuracy(gx * (1 - air) + air * gx[other]):.3f}  "
             f"head from another slice {accuracy(gx * air + (1 - air) * gx[other]):.3f}  "
             f"(n={len(y)}, chance {1 / p.shape[-1]:.2f})\n"
             f"{run}: input gradient in the air {(gradient * air).sum() / gradient.sum():.3f}  "
             f"air's share of the pixels {air.mean():.3f}  test SSIM as it is {np.mean(fidelity(x, gx)['ssim']):.4f}, "
-            f"with the air black {np.mean(fidelity(x, gx * (1 - air) - air)['ssim']):.4f}"
+            f"with the air black {np.mean(fidelity(x, black)['ssim']):.4f}"
         )
-
 
 if __name__ == "__main__":
     main()

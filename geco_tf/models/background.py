@@ -25,8 +25,13 @@ import tensorflow as tf
 
 PACKAGE = "geco_tf"
 
+#: The head mask every layer here uses: a pixel above this fraction of the [0, 1] range is head ...
+AIR_THRESHOLD = 0.08
+#: ... and air begins this many pixels (square neighbourhood) away from the nearest head pixel.
+AIR_DILATION = 3
 
-def air_mask(x: tf.Tensor, threshold: float = 0.08, dilation: int = 3) -> tf.Tensor:
+
+def air_mask(x: tf.Tensor, threshold: float = AIR_THRESHOLD, dilation: int = AIR_DILATION) -> tf.Tensor:
     """1.0 where ``x`` ([N, H, W, 1] in [-1, 1]) is air: farther than ``dilation`` pixels (in a
     square neighbourhood) from any pixel above ``threshold`` on the [0, 1] scale, else 0.0."""
     head = tf.cast((tf.cast(x, "float32") + 1.0) / 2.0 > threshold, "float32")
@@ -72,8 +77,8 @@ class BackgroundGain(keras.layers.Layer):
         level: tuple[float, float] = (0.0, 1.0),
         max_log_gain: float = 1.5,
         rate: float = 20.0,
-        threshold: float = 0.08,
-        dilation: int = 3,
+        threshold: float = AIR_THRESHOLD,
+        dilation: int = AIR_DILATION,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -138,7 +143,7 @@ class BackgroundZero(keras.layers.Layer):
     No weights.
     """
 
-    def __init__(self, threshold: float = 0.08, dilation: int = 3, **kwargs) -> None:
+    def __init__(self, threshold: float = AIR_THRESHOLD, dilation: int = AIR_DILATION, **kwargs) -> None:
         super().__init__(**kwargs)
         self.threshold = float(threshold)
         self.dilation = int(dilation)
@@ -155,7 +160,7 @@ class BackgroundZero(keras.layers.Layer):
         return {**super().get_config(), "threshold": self.threshold, "dilation": self.dilation}
 
 
-def background_level(batches, threshold: float = 0.08, dilation: int = 3) -> tuple[float, float]:
+def background_level(batches, threshold: float = AIR_THRESHOLD, dilation: int = AIR_DILATION) -> tuple[float, float]:
     """(median, spread) of :func:`air_level` over ``batches`` of images (an iterable
     of [N, H, W, 1] arrays in [-1, 1]), for :class:`BackgroundGain`'s ``level``. The spread is the
     median absolute deviation scaled to a normal's standard deviation (x 1.4826), robust to the
