@@ -8,8 +8,11 @@ features (:func:`geco_tf.evaluation.probes.fit_predict_fourier`). Usage::
 
     python benchmarks/audit.py --data /tmp/data --run /tmp/exp/E11
     python benchmarks/audit.py --data /tmp/data --run /tmp/exp/E24 --dds-epochs 80   # no early stop
+    python benchmarks/audit.py --data /tmp/data --run /tmp/s34/m_default --epoch 12  # another epoch
 
-Prints one line per audit: test accuracy (chance 1 / classes), its 95% interval and n_test.
+``--epoch N`` audits the generator of epoch N from the run's checkpoints instead of the kept one
+(what another selection rule would have kept). Prints the fidelity of G(test) to the originals,
+then one line per audit: test accuracy (chance 1 / classes), its 95% interval and n_test.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dds-epochs", type=int, default=None, help="train the DDS audit this long, no early stop (default: 40, early stop)"
     )
+    parser.add_argument("--epoch", type=int, default=None, help="audit this epoch's generator (default: the kept one)")
     args = parser.parse_args(argv)
 
     import json
@@ -62,13 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     from geco_tf.export.load import load_generator
 
     target = args.target or json.loads((Path(args.run) / "config.json").read_text())["target"]
-    result = fresh_audits(load_generator(args.run), open_dataset(args.data), target, seed=args.seed, dds_epochs=args.dds_epochs)
+    generator = load_generator(args.run)
+    label = args.run
+    if args.epoch is not None:
+        from epoch_probe import restore_generator  # benchmarks/ is on the path when run as a script
+
+        if not (Path(args.run) / "checkpoints" / f"ckpt-{args.epoch}.index").is_file():
+            parser.error(f"{args.run}: no checkpoint of epoch {args.epoch}")
+        generator = restore_generator(generator, args.run, args.epoch)
+        label = f"{args.run} epoch {args.epoch}"
+    result = fresh_audits(generator, open_dataset(args.data), target, seed=args.seed, dds_epochs=args.dds_epochs)
     fourier, dds = result["fourier"], result["dds"]
+    print(f"{label}: G(test) SSIM {result['ssim']:.4f}  PSNR {result['psnr']:.2f} dB", flush=True)
     low, high = fourier["ci95"]
-    print(f"{args.run}: Fourier audit {fourier['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {fourier['n']}", flush=True)
+    print(f"{label}: Fourier audit {fourier['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {fourier['n']}", flush=True)
     low, high = dds["ci95"]
     print(
-        f"{args.run}: DDS audit {dds['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {dds['n_test']} "
+        f"{label}: DDS audit {dds['accuracy']:.3f} [{low:.3f}, {high:.3f}] n_test {dds['n_test']} "
         f"(best epoch {dds['best_epoch']} of {dds['epochs_run']}, chance {dds['chance']:.3f})",
         flush=True,
     )

@@ -218,7 +218,7 @@ def test_noise_free_mean_of_the_acquisitions_is_deterministic_and_keeps_vendor_e
     assert midpoint.noise_free("GE Medical Systems", midpoint.COMMON_BAND)["acquired"] == [0.8, 0.85]
 
 
-def test_epoch_probe_restores_each_epochs_generator(tmp_path):
+def test_epoch_probe_restores_each_epochs_generator(tmp_path, capsys):
     """The per-epoch probe reads every checkpoint's generator, not the final one each time
     (epochs 1 and 2 of a run with a large learning rate give different images), and returns
     each epoch's accuracies."""
@@ -241,3 +241,12 @@ def test_epoch_probe_restores_each_epochs_generator(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
     for row in rows:
         assert 0.0 <= row["val"] <= 1.0 and 0.0 <= row["test"] <= 1.0 and 0.0 <= row["cotrained"] <= 1.0
+    import audit
+
+    # The audit of another epoch names it, and a missing epoch is one clear error (exit 2).
+    audit.main(["--data", str(data), "--run", str(tmp_path / "run"), "--epoch", "1", "--dds-epochs", "1"])
+    with pytest.raises(SystemExit) as exit_info:
+        audit.main(["--data", str(data), "--run", str(tmp_path / "run"), "--epoch", "9"])
+    assert exit_info.value.code == 2
+    printed = capsys.readouterr().out
+    assert "run epoch 1: G(test) SSIM" in printed and "run epoch 1: DDS audit" in printed
