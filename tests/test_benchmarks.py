@@ -221,7 +221,8 @@ def test_noise_free_mean_of_the_acquisitions_is_deterministic_and_keeps_vendor_e
 def test_epoch_probe_restores_each_epochs_generator(tmp_path, capsys):
     """The per-epoch probe reads every checkpoint's generator, not the final one each time
     (epochs 1 and 2 of a run with a large learning rate give different images), and returns
-    each epoch's accuracies."""
+    each epoch's accuracies; ``benchmarks/audit.py --epoch`` audits one such epoch's generator
+    and stops with exit 2 on an epoch the run has no checkpoint of."""
     import epoch_probe
     from test_geco_helpers import make_tiny_dataset
 
