@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.epoch is not None:
         from epoch_probe import restore_generator  # benchmarks/ is on the path when run as a script
 
-        if not (Path(args.run) / "checkpoints" / f"ckpt-{args.epoch}.index").is_file():
-            parser.error(f"{args.run}: no checkpoint of epoch {args.epoch}")
-        generator = restore_generator(generator, args.run, args.epoch)
+        try:
+            generator = restore_generator(generator, args.run, args.epoch)
+        except FileNotFoundError as error:
+            parser.error(str(error))
         label = f"{args.run} epoch {args.epoch}"
     result = fresh_audits(generator, open_dataset(args.data), target, seed=args.seed, dds_epochs=args.dds_epochs)
     fourier, dds = result["fourier"], result["dds"]

@@ -19,15 +19,19 @@ import numpy as np
 
 def restore_generator(generator, run_dir: str | Path, epoch: int, classifier=None):
     """Load epoch ``epoch``'s generator weights (and, if given, the co-trained classifier's)
-    from ``RUN/checkpoints``; returns ``generator``."""
+    from ``RUN/checkpoints``; returns ``generator``. Raises ``FileNotFoundError`` naming the run
+    when it has no checkpoint of that epoch."""
     import tensorflow as tf
 
     from geco_tf.training.run import RunDir, checkpoint_path
 
+    path = checkpoint_path(RunDir(run_dir), epoch)
+    if not Path(path + ".index").is_file():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint of epoch {epoch}")
     parts = {"generator_weights": list(generator.weights)}
     if classifier is not None:
         parts["classifier_weights"] = list(classifier.weights)
-    tf.train.Checkpoint(**parts).read(checkpoint_path(RunDir(run_dir), epoch)).expect_partial()
+    tf.train.Checkpoint(**parts).read(path).expect_partial()
     return generator
 
 
