@@ -25,6 +25,14 @@ Examples:
   geco-tf train --data data --out runs/cnn-only --no-spectral-adversary
   geco-tf train --data data --out runs/ssim --fidelity ssim --ssim-setpoint 0.975
   geco-tf train --data data --out runs/big --precision mixed_float16 --strategy mirrored --jit
+
+\b
+Options measured on the built-in data and not better than the defaults there
+(kept so the runs in docs/results.md can be repeated; docs/method.md says what
+each one found): --edit-space pixel, --linear-filter, --noise-channels,
+--background-gain, --zero-background, --classifier-snapshots,
+--classifier-holdout, --classifier-shift, --classifier-flip, --lr-schedule
+cosine, --generator-ema, --fidelity ssim, --ssim-setpoint.
 """,
 )
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="Dataset directory (from synth or preprocess).")
