@@ -105,12 +105,3 @@ def summarise(xplane: str | os.PathLike, top: int = 12) -> dict:
         "by_type": [{"op": op, "ms": ms, "share": ms / total} for op, ms in ranked[:top]],
         "by_scope": {k: {"ms": v, "share": v / total} for k, v in sorted(by_scope.items(), key=lambda kv: -kv[1])},
     }
-
-
-def format_summary(summary: dict) -> str:
-    """A short text table of :func:`summarise` output."""
-    lines = [f"op time {summary['total_ms']:.0f} ms, convolutions/matmuls {100 * summary['compute_share']:.0f}%"]
-    for row in summary["by_type"]:
-        lines.append(f"  {row['op']:<40}{row['ms']:>10.1f} ms {100 * row['share']:>5.1f}%")
-    lines.append("  by network/pass: " + ", ".join(f"{k} {100 * v['share']:.0f}%" for k, v in summary["by_scope"].items()))
-    return "\n".join(lines)

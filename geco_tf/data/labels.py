@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from geco_tf.data.dataset import FIELD_STRENGTHS, MODALITIES
+from geco_tf.data.dataset import MODALITIES
 
 #: Tolerance (tesla) around the nominal 1.5 T and 3 T.
 FIELD_TOLERANCE = {"1.5T": (1.5, 0.15), "3T": (3.0, 0.3)}
@@ -89,12 +89,6 @@ def field_strength_label(value: Any) -> str | None:
         if abs(tesla - nominal) <= tolerance:
             return label
     return None
-
-
-def format_tesla(value: Any) -> str:
-    """A readable field strength for reports of values outside the two buckets (e.g. "0.35T")."""
-    tesla = parse_field_strength(value)
-    return "unreadable" if tesla is None else f"{tesla:g}T"
 
 
 # --- contrast ------------------------------------------------------------------------------
@@ -227,10 +221,3 @@ def normalise_modality(value: Any) -> str | None:
         if text.upper() == name:
             return name
     return classify_modality(description=text)
-
-
-def normalise_field_strength_cell(value: Any) -> str | None:
-    """A CSV field-strength cell ("3T", "1.5", "1.494") bucketed like a header value."""
-    if clean_text(value).upper() in FIELD_STRENGTHS:
-        return clean_text(value).upper()
-    return field_strength_label(value)

@@ -128,11 +128,6 @@ def audit_accuracy(
     }
 
 
-def accuracy_audit_original(data: DatasetInfo | str | Path, target: str = "manufacturer", **kwargs) -> dict:
-    """The audit on unmodified images: the audit's power (must be >= 0.90 to count)."""
-    return audit_accuracy(None, data, target, **kwargs)
-
-
 class _BestWeights(keras.callbacks.Callback):
     """Keeps the weights of the epoch with the best validation accuracy (first of ties)."""
 
