@@ -40,7 +40,7 @@ def main() -> None:
     from geco_tf.data.dataset import open_dataset
     from geco_tf.data.pipeline import load_split_arrays
     from geco_tf.evaluation.audit import generate
-    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.metrics import fidelity
     from geco_tf.models.background import air_mask
 
     data = open_dataset(args.data)

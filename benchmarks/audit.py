@@ -28,7 +28,7 @@ def fresh_audits(generator, data, target: str, seed: int = 0, dds_epochs: int | 
     (default: the report's 40 with its early stop)."""
     from geco_tf.data.pipeline import load_split_arrays
     from geco_tf.evaluation.audit import DEFAULT_EPOCHS, PATIENCE, audit_accuracy, generate
-    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.metrics import fidelity
     from geco_tf.evaluation.probes import fit_predict_fourier
     from geco_tf.evaluation.stats import accuracy_ci
 

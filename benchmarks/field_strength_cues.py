@@ -58,7 +58,7 @@ def render_with(cues_at_3t: tuple[str, ...], subjects: int, seed: int, size: int
 def cue_ssim(subjects: int, seed: int, size: int, protocol: str = "shared") -> dict[str, dict[str, float]]:
     """Per cue (and all together): SSIM from the 1.5T render to the render with that cue at 3T,
     and the mean SSIM of the two renders to their average."""
-    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.metrics import fidelity
 
     base = render_with((), subjects, seed, size, protocol)
     table = {}

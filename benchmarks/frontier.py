@@ -25,7 +25,7 @@ import numpy as np
 def measure(name: str, transform, data, target: str, arrays: dict) -> dict:
     """SSIM, PSNR, converged DDS audit and Fourier probe of ``transform`` on ``data``."""
     from geco_tf.evaluation.audit import audit_accuracy
-    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.metrics import fidelity
     from geco_tf.evaluation.probes import fit_predict_fourier
 
     class _Generator:  # the audit calls generator(batch, training=False)

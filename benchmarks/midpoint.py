@@ -115,7 +115,7 @@ def reference_images(subjects: int, seed: int, size: int, draw: int) -> tuple[di
 def reference_ssim(subjects: int, seed: int, size: int) -> dict[str, dict[str, float]]:
     """Per reference of :func:`references`: mean SSIM from each manufacturer's render to the
     reference render of the same anatomy, and the mean over manufacturers."""
-    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.metrics import fidelity
 
     scans, targets = reference_images(subjects, seed, size, draw=1)
     table = {}
@@ -134,7 +134,7 @@ def renders_and_midpoint(subjects: int, seed: int, size: int) -> tuple[dict, dic
 
 def midpoint_ssim(subjects: int, seed: int, size: int) -> dict[str, dict[str, float]]:
     """Per manufacturer: mean SSIM to the four-manufacturer mean and to itself with new noise."""
-    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.metrics import fidelity
 
     first, second, midpoint = renders_and_midpoint(subjects, seed, size)
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import convolve2d
 
-from geco_tf.evaluation.metrics import fidelity, psnr, ssim
+from geco_tf.metrics import fidelity, psnr, ssim
 
 
 def _numpy_ssim(x: np.ndarray, y: np.ndarray, max_val: float = 2.0) -> float:

@@ -159,7 +159,7 @@ def test_tuned_protocol_makes_field_strength_subtle(tmp_path):
     """``protocol="tuned"``: the 3T scan's fat moves as many pixels as at 1.5T, its T1-weighted
     contrast follows 1.5T's, 1.5T itself is untouched, and the same anatomy at 1.5T and 3T is
     much closer (SSIM) than with the shared protocol."""
-    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.metrics import fidelity
 
     tuned = synth.field_parameters("3T", "tuned")
     assert tuned["fat_shift_hz"] / tuned["bandwidth_factor"] == synth.FIELDS["1.5T"]["fat_shift_hz"]

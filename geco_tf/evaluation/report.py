@@ -272,7 +272,7 @@ def evaluate_run(
     """
     from geco_tf.data.dataset import check_target
     from geco_tf.data.pipeline import load_split_arrays
-    from geco_tf.evaluation.metrics import fidelity
+    from geco_tf.metrics import fidelity
     from geco_tf.evaluation.probes import fit_predict_cnn, fit_predict_fourier
     from geco_tf.evaluation.utility import UTILITY_LABELS, choose_utility_label, pooled_labels, utility_retained
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from geco_tf.evaluation.metrics import psnr, ssim
+from geco_tf.metrics import psnr, ssim
 from geco_tf.training.augment import shift_and_flip
 
 #: The SSIM controller keeps the fidelity weights within e^-3 .. e^3 (x0.05 .. x20) of their configured values.

@@ -246,5 +246,5 @@ def _fmt(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
+        return "nan" if math.isnan(value) else f"{value:.9g}"
     return str(value)

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from geco_tf.data.dataset import DatasetInfo
 from geco_tf.data.pipeline import make_dataset
-from geco_tf.evaluation.metrics import psnr, ssim
+from geco_tf.metrics import psnr, ssim
 from geco_tf.training.batch_norm import PreciseBatchNorm
 from geco_tf.training.fresh_probe import PROBE_TRAIN_IMAGES, probe_accuracy, probe_features
 from geco_tf.training.geco import GECO
