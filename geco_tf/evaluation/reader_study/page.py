@@ -170,6 +170,7 @@ TEMPLATE = r"""<!DOCTYPE html>
     $("who").textContent = "Reader: " + reader;
     $("filename").textContent = "answers-" + safeName(reader) + ".csv";
     $("start").classList.add("hidden");
+    if (document.activeElement && document.activeElement.blur) document.activeElement.blur();
     show(index);
   }
 
