@@ -3,35 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 from geco_tf_cli.common import output_dir
 
 from geco_tf.errors import UserError
-
-
-class _Bars:
-    """One click progress bar per stage (find, convert, write), on stderr; counts only, no paths."""
-
-    LABELS = {"find": "reading headers", "convert": "converting series", "write": "writing dataset"}
-
-    def __init__(self) -> None:
-        self.stage: str | None = None
-        self.bar = None
-
-    def __call__(self, stage: str, advance: int, total: int) -> None:
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = click.progressbar(length=max(total, 1), label=self.LABELS.get(stage, stage), file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(advance)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
+from geco_tf.progress import Progress
 
 
 def _default_workers() -> int:
@@ -50,9 +27,14 @@ def _default_workers() -> int:
               help="Series converted in parallel; memory is about one series per worker.")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None,
               help="Pseudonym key (created if missing). Default: DATA.key beside the dataset. Keep it out of the dataset.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the 70/20/10 split by subject.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the split by subject (every manufacturer and field strength in every split, then 70/20/10).")
 @click.option("--keep-work", is_flag=True, help="Keep the per-series work area (.DATA.work beside the dataset) after success.")
-def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_work) -> None:
+@click.option("--subject-key", type=click.Choice(["patient", "study", "folder"]), default="patient", show_default=True,
+              help="What tells subjects apart: PatientID (a PatientID shared by several studies, or empty, falls "
+                   "back to the study, with a warning), StudyInstanceUID, or the first folder under DICOM_DIR.")
+@click.option("--quiet", is_flag=True, help="No step lines, progress bars or split table (warnings are still shown).")
+def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_work, subject_key, quiet) -> None:
     """Convert a DICOM export (or NIfTI volumes with labels) into a dataset directory.
 
     Series are found by SeriesInstanceUID in any folder layout, read with correct geometry,
@@ -60,8 +42,10 @@ def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_w
     scaled to [-1, 1] and padded to --size. Labels come from the headers: manufacturer, field
     strength (1.5T/3T), modality (T1 PRE, T1 POST, T2, FLAIR, T2 FLAIR, OTHER). Subjects are
     keyed-hash pseudonyms; no name, birth date, accession number or UID is written. Whatever is
-    left out is listed in DATA/skipped.csv with a reason. A rerun after an interruption skips
-    the series already converted.
+    left out is listed in DATA/skipped.csv with a reason. The split puts every manufacturer and
+    field strength in train, val and test wherever the subjects allow it, then follows 70/20/10;
+    a table of subjects and slices per split and class ends the run. A rerun after an
+    interruption skips the series already converted (and redoes those whose files changed).
 
     \b
     Examples:
@@ -74,22 +58,19 @@ def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_w
 
     if (dicom_dir is None) == (nifti_csv is None):
         raise UserError("preprocess: give a DICOM_DIR or --nifti-csv FILE (exactly one)")
-    bars = _Bars()
-    try:
-        summary = preprocess(
-            out_dir,
-            dicom_dir=dicom_dir,
-            nifti_csv=nifti_csv,
-            size=size,
-            workers=workers,
-            key_file=key_file,
-            seed=seed,
-            keep_work=keep_work,
-            progress=bars,
-            log=lambda msg: (bars.close(), click.echo(msg, err=True)),
-        )
-    finally:
-        bars.close()
+    summary = preprocess(
+        out_dir,
+        dicom_dir=dicom_dir,
+        nifti_csv=nifti_csv,
+        size=size,
+        workers=workers,
+        key_file=key_file,
+        seed=seed,
+        keep_work=keep_work,
+        subject_key=subject_key,
+        progress=Progress(quiet=quiet, steps=3),
+        log=lambda msg: click.echo(msg, err=True),
+    )
     resumed = f", {summary.n_resumed} resumed from an earlier run" if summary.n_resumed else ""
     click.echo(
         f"dataset: {out_dir}: {summary.n_slices} slices of {size}x{size} from {summary.n_series_ok} series{resumed}"

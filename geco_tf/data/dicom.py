@@ -102,11 +102,13 @@ class SeriesFiles:
     """The files of one series found by discovery. ``uid`` stays in memory: it is never written."""
 
     uid: str
-    patient: str
+    patient: str  # PatientID, else name|birth date, else the study, else the series (never written)
     modality: str
     sop_class: str
     image_type: str
     files: list[str] = field(default_factory=list)
+    patient_id: str = ""  # the PatientID as written (may be empty)
+    study: str = ""  # StudyInstanceUID (never written)
 
 
 @dataclass
@@ -248,6 +250,8 @@ def discover_series(
                     modality=_text(ds, "Modality").upper(),
                     sop_class=_text(ds, "SOPClassUID"),
                     image_type=_text(ds, "ImageType").upper(),
+                    patient_id=_text(ds, "PatientID"),
+                    study=_text(ds, "StudyInstanceUID"),
                 )
             entry.files.append(path)
     return Discovery(series=series, skipped=skipped, identifiers=identifiers, n_files=n_files)
@@ -547,11 +551,11 @@ def read_pixels_pydicom(paths: list[str], shape: tuple[int, int]) -> tuple[np.nd
                 raise ValueError(f"pixel array {pixels.shape} != Rows x Columns {shape}")
             volume[k] = apply_rescale(pixels, ds)
         except Exception as exc:
-            failed.append((path, f"unreadable pixel data ({type(exc).__name__}: {_first_line(exc)})"))
+            failed.append((path, f"unreadable pixel data ({type(exc).__name__}: {first_line(exc)})"))
     return volume, failed
 
 
-def _first_line(exc: BaseException, limit: int = 160) -> str:
+def first_line(exc: BaseException, limit: int = 160) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text[:limit]
 
@@ -691,7 +695,7 @@ def _enhanced_volume(path: str) -> SeriesVolume:
     except SeriesRejected:
         raise
     except Exception as exc:
-        raise SeriesRejected(f"unreadable pixel data ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise SeriesRejected(f"unreadable pixel data ({type(exc).__name__}: {first_line(exc)})") from None
     volume = np.empty((len(stack.slices), *stack.slices[0].shape), dtype=np.float32)
     for k, s in enumerate(stack.slices):
         slope, intercept = s.rescale

@@ -1,17 +1,37 @@
 """``geco-tf preprocess``: a DICOM tree (or NIfTI volumes with a labels CSV) to a dataset directory.
 
-The run has three stages:
+The run is three public stages, so that the local pool and a distributed runner (e.g. an Apache
+Beam pipeline) call the same code:
 
-1. **Find** the inputs: series by Series Instance UID (:func:`geco_tf.data.dicom.discover_series`)
-   or the rows of the labels CSV (:func:`geco_tf.data.nifti.read_labels_csv`).
-2. **Convert** each series on its own, in ``--workers`` processes: volume, reorientation to axial,
-   the paper's informative-slice filter (section 3.3), scaling to [-1, 1]. The kept slices go to a
-   per-series file in a work area *beside* the output (``.DATA.work/``), written atomically, with a
-   small JSON record written last. A worker holds one series at a time, so memory does not grow
-   with the archive; a rerun after a kill finds the records and skips the finished series.
-3. **Write** the dataset with :class:`geco_tf.data.dataset.DatasetWriter` (which itself only
-   renames a complete directory into place), one series in memory at a time, padding (or
-   centre-cropping, counted in ``dataset.json``) to ``--size``. The work area is then removed.
+1. **Discover** -- :func:`dicom_jobs` / :func:`nifti_jobs` return a :class:`Found`: the
+   :class:`Job` list (one per series or volume, with its pseudonymous subject and a fingerprint
+   of its input files' sizes and mtimes) plus ``skipped`` (path, reason) rows and warnings (e.g.
+   PatientID shared across studies). Series are found by Series Instance UID
+   (:func:`geco_tf.data.dicom.discover_series`) or from the rows of the labels CSV
+   (:func:`geco_tf.data.nifti.read_labels_csv`). Subjects are told apart by ``subject_key``
+   (patient, study or folder; see :func:`subject_values`).
+2. **Convert** -- :func:`convert_job` ``(job, work_dir) -> record dict``, one series at a time:
+   volume, reorientation to axial, the paper's informative-slice filter (section 3.3), non-finite
+   voxels set to the background, scaling to [-1, 1]. The kept slices go to ``work_dir/<id>.npy``
+   (written atomically); the record (labels, kept slice indices, status, reason, a hash of the
+   slices) is returned. Locally, :func:`preprocess` runs it in ``--workers`` processes and writes
+   each record (scrubbed with :func:`scrub_record`) to the work area *beside* the output
+   (``.DATA.work/``), last, so a rerun resumes.
+3. **Assemble** -- :func:`assemble_dataset` ``(out, records, skipped, seed=..., size=...)``: the
+   split (:func:`geco_tf.data.splits.assign_splits`, a pure function of the records' subjects,
+   labels, pixel hashes and the seed), the TFRecord shards, ``manifest.csv``, ``dataset.json`` and
+   ``skipped.csv`` (via :class:`geco_tf.data.dataset.DatasetWriter`, which renames a complete
+   directory into place), one series in memory at a time, padding (or centre-cropping, counted)
+   to ``size``.
+
+So the local path is discover -> convert in a pool -> assemble, and the work area is removed at
+the end.
+
+Resume: a work record is reused only when it carries the same input fingerprint (file sizes and
+mtimes), subject and given labels as the job; series that failed with an internal error or ran
+out of memory are converted again. A worker marks a series as started before converting it
+(``<id>.started``, with a count); a series whose conversion was started twice without a record
+(it killed its worker, e.g. for memory) is skipped with a reason instead of killing every rerun.
 
 Privacy: subjects and series are keyed-hash pseudonyms (:mod:`geco_tf.data.privacy`); paths and
 reasons in ``skipped.csv`` and every message are scrubbed of UIDs and of the names, ids, birth
@@ -20,13 +40,14 @@ dates and accession numbers seen in the headers. No header value other than the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -46,17 +67,22 @@ from geco_tf.data.dataset import (
     MODALITIES,
     DatasetWriter,
     SliceRecord,
-    split_by_subject,
 )
-from geco_tf.data.intensity import is_informative, pad_or_crop, scale_to_unit_range
+from geco_tf.data.intensity import fill_non_finite, is_informative, pad_or_crop, scale_to_unit_range
+from geco_tf.data.splits import SPLIT_FRACTIONS, SplitPlan, assign_splits, split_table
 from geco_tf.errors import UserError
 from geco_tf.io import atomic_path, write_json_atomic
+from geco_tf.progress import QUIET, Progress
 
-WORK_FORMAT = 1
+WORK_FORMAT = 2
 DEFAULT_SIZE = 512
-
-#: ``progress(stage, advance, total)``: stage is "find", "convert" or "write".
-Progress = Callable[[str, int, int], None]
+SUBJECT_KEYS = ("patient", "study", "folder")
+#: A series whose conversion was started this many times without finishing is skipped.
+MAX_ATTEMPTS = 2
+KILLED_REASON = (
+    "its conversion was killed twice (out of memory? try fewer --workers on a larger machine); "
+    "remove the work area beside the dataset to try again"
+)
 
 
 @dataclass
@@ -69,6 +95,37 @@ class Job:
     files: list[str]
     where: str  # the path reported in skipped.csv (scrubbed before writing)
     given_labels: dict[str, Any] | None = None
+    #: Hash of the input files' paths, sizes and mtimes: a changed input is converted again.
+    inputs: str = ""
+
+
+@dataclass
+class Found:
+    """What discovery found: the jobs, the inputs left out (path, reason) and warnings."""
+
+    jobs: list[Job]
+    skipped: list[tuple[str, str]]
+    n_inputs: int
+    subject_key: str = "patient"
+    #: How many series fell back from PatientID to the study (shared or empty PatientID).
+    subject_fallback_series: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Assembly:
+    """What :func:`assemble_dataset` wrote."""
+
+    n_slices: int = 0
+    n_series_ok: int = 0
+    n_series_skipped: int = 0
+    n_failed: int = 0
+    n_files_skipped: int = 0
+    n_cropped: int = 0
+    notes: Counter = field(default_factory=Counter)
+    plan: SplitPlan | None = None
+    table: str = ""
+    messages: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +149,10 @@ class Summary:
     converter_peak_rss_mb: float = 0.0
     notes: Counter = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
+    subject_key: str = "patient"
+    #: The split table (subjects/slices per split and class) and the split's warnings.
+    split_table: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 # --- converting one series (runs in a worker process) ----------------------------------------
@@ -100,6 +161,7 @@ class Summary:
 def volume_slices(volume: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Axial slices of ``volume`` [z, y, x] that pass the informative filter, scaled to [-1, 1].
 
+    Non-finite voxels must already be replaced (:func:`geco_tf.data.intensity.fill_non_finite`).
     Returns float16 [n, y, x] (the dataset stores float16) and the kept slice indices.
     """
     kept: list[int] = []
@@ -112,21 +174,53 @@ def volume_slices(volume: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return out[: len(kept)], kept
 
 
-def convert_job(job: Job, work_dir: str) -> dict[str, Any]:
+def _started_path(work_dir: str | os.PathLike, job_id: str) -> Path:
+    return Path(work_dir) / f"{job_id}.started"
+
+
+def started_attempts(work_dir: str | os.PathLike, job_id: str) -> int:
+    """How many times a conversion of ``job_id`` started without its record being kept."""
+    try:
+        return int(json.loads(_started_path(work_dir, job_id).read_text()).get("attempts", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _mark_started(work_dir: str | os.PathLike, job_id: str) -> int:
+    attempts = started_attempts(work_dir, job_id) + 1
+    write_json_atomic(_started_path(work_dir, job_id), {"attempts": attempts})
+    return attempts
+
+
+def convert_job(job: Job, work_dir: str, mark: bool = True) -> dict[str, Any]:
     """Convert one series into ``work_dir/<id>.npy``; return its record (labels, slices, reasons).
 
     Every expected failure becomes ``status: skipped`` with a one-line reason; an unexpected one
     becomes ``status: failed`` (counted separately, so a bug does not hide among bad inputs).
+    Failed and out-of-memory records carry ``retry: True`` (a rerun converts them again).
+    ``mark``: first write ``<id>.started`` (a start count), so that a series that kills its
+    process can be recognised on the next try.
     """
     started = time.perf_counter()
-    record: dict[str, Any] = {"id": job.id, "subject": job.subject, "n_files": len(job.files), "file_skips": []}
+    record: dict[str, Any] = {
+        "id": job.id,
+        "subject": job.subject,
+        "kind": job.kind,
+        "where": job.where,
+        "n_files": len(job.files),
+        "inputs": job.inputs,
+        "given_labels": job.given_labels,
+        "file_skips": [],
+    }
+    if mark:
+        record["attempts"] = _mark_started(work_dir, job.id)
     try:
         if job.kind == "dicom":
             import SimpleITK as sitk
 
             series = D.build_series_volume(job.files)
             volume = sitk.GetArrayViewFromImage(series.image)
-            labels, notes = series.labels, series.notes
+            labels, notes = series.labels, list(series.notes)
             record["file_skips"] = series.file_skips
             record["decoder"] = series.decoder
         else:
@@ -134,12 +228,17 @@ def convert_job(job: Job, work_dir: str) -> dict[str, Any]:
 
             volume, notes = load_axial(job.files[0])
             labels = dict(job.given_labels or {})
+        volume, n_bad = fill_non_finite(volume)
+        if n_bad:
+            notes.append("non-finite voxels (NaN or infinity) set to the volume's background")
+            record["non_finite_voxels"] = n_bad
         slices, kept = volume_slices(volume)
         record.update(labels=labels, notes=notes, n_axial=int(volume.shape[0]), kept=kept)
         del volume
         if not kept:
             raise D.SeriesRejected("no informative axial slice (every slice is 90% or more pure black or white)")
         record["shape"] = [int(slices.shape[1]), int(slices.shape[2])]
+        record["pixels"] = hashlib.sha256(np.ascontiguousarray(slices).tobytes()).hexdigest()[:16]
         with atomic_path(Path(work_dir) / f"{job.id}.npy", suffix=".npy") as tmp:
             np.save(tmp, slices)
         record["status"] = "ok"
@@ -147,12 +246,23 @@ def convert_job(job: Job, work_dir: str) -> dict[str, Any]:
         record.update(status="skipped", reason=str(exc))
         record["file_skips"] = record["file_skips"] or exc.file_skips
     except MemoryError:
-        record.update(status="skipped", reason="series too large for this machine's memory")
+        record.update(status="skipped", reason="series too large for this machine's memory", retry=True)
     except Exception as exc:  # a bug or an input nobody foresaw: keep going, but say so
-        record.update(status="failed", reason=f"internal error ({type(exc).__name__}: {D._first_line(exc)})")
+        record.update(status="failed", reason=f"internal error ({type(exc).__name__}: {D.first_line(exc)})",
+                      retry=True)
+    record["file_skips"] = [list(pair) for pair in record["file_skips"]]
     record["seconds"] = round(time.perf_counter() - started, 4)
     record["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return record
+
+
+def killed_record(job: Job) -> dict[str, Any]:
+    """The record of a series whose conversion killed its process :data:`MAX_ATTEMPTS` times."""
+    return {
+        "id": job.id, "subject": job.subject, "kind": job.kind, "where": job.where, "n_files": len(job.files),
+        "inputs": job.inputs, "given_labels": job.given_labels, "file_skips": [], "status": "skipped",
+        "reason": KILLED_REASON,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -161,6 +271,17 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
+
+
+def scrub_record(record: dict[str, Any], scrubber: P.Scrubber) -> dict[str, Any]:
+    """The record with its path, reasons and file skips scrubbed of identifiers (before it is
+    stored or assembled)."""
+    record = dict(record)
+    record["where"] = scrubber.scrub(record.get("where", ""))
+    record["file_skips"] = [[scrubber.scrub(p), scrubber.scrub(r, parts=False)] for p, r in record.get("file_skips", [])]
+    if "reason" in record:
+        record["reason"] = scrubber.scrub(record["reason"], parts=False)
+    return record
 
 
 # --- the work area ---------------------------------------------------------------------------
@@ -182,31 +303,55 @@ def _open_work_area(out: Path, key: bytes, kind: str) -> Path:
         except (OSError, ValueError):
             pass
         shutil.rmtree(work)  # made with another key or format: its ids would not match
-    work.mkdir(parents=True)
-    write_json_atomic(state_file, state)
+    try:
+        work.mkdir(parents=True)
+        write_json_atomic(state_file, state)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write the work area beside it ({exc.strerror or exc})") from None
     return work
 
 
-def _load_record(work: Path, job: Job) -> dict[str, Any] | None:
+def load_record(work: Path, job: Job) -> dict[str, Any] | None:
+    """The stored record of ``job`` if it is still right, else ``None`` (convert again).
+
+    A record is stale when the inputs' fingerprint, the subject or the given labels differ from
+    the job's, when its slices file is missing, or when it asks to be retried (an internal error
+    or an out-of-memory skip).
+    """
     try:
         record = json.loads((work / f"{job.id}.json").read_text())
     except (OSError, ValueError):
         return None
-    if record.get("n_files") != len(job.files):
-        return None  # the series changed since: convert again
+    if not isinstance(record, dict):
+        return None
+    if (
+        record.get("n_files") != len(job.files)
+        or record.get("inputs") != job.inputs
+        or record.get("subject") != job.subject
+        or record.get("given_labels") != job.given_labels
+    ):
+        return None
+    if record.get("retry") or record.get("status") not in ("ok", "skipped"):
+        return None
     if record.get("status") == "ok" and not (work / f"{job.id}.npy").is_file():
         return None
     return record
 
 
-# --- the run ---------------------------------------------------------------------------------
+# --- discovery -------------------------------------------------------------------------------
 
 
 def _check_output(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is a file, not a directory")
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                what = "exists and is a file" if parent == out else f"lies under {parent}, which is a file"
+                raise UserError(f"--out {out}: {what}, not a directory")
+            break
     if out.is_dir() and any(out.iterdir()) and not (out / "dataset.json").exists():
         raise UserError(f"--out {out}: directory is not empty and is not a dataset")
+    if not os.access(next(p for p in [out, *out.parents] if p.exists()), os.W_OK):
+        raise UserError(f"--out {out}: no permission to write there")
 
 
 def _common_folder(files: list[str]) -> str:
@@ -218,99 +363,172 @@ def _common_folder(files: list[str]) -> str:
         return files[0]
 
 
+def input_fingerprint(files: Iterable[str]) -> str:
+    """A hash of the files' paths, sizes and modification times (what a resume compares)."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:32]
+
+
+def _top_folder(root: Path, files: list[str]) -> str:
+    folder = os.path.dirname(_common_folder(files)) if len(files) == 1 else _common_folder(files)
+    try:
+        rel = Path(os.path.relpath(folder, root))
+    except ValueError:
+        return folder
+    return rel.parts[0] if rel.parts and rel.parts[0] not in (".", "..") else "."
+
+
+def subject_values(
+    series: Mapping[str, D.SeriesFiles], subject_key: str, root: Path
+) -> tuple[dict[str, str], int, list[str]]:
+    """The raw subject value of each series (never written), the series that fell back to the
+    study, and warnings.
+
+    ``patient``: the PatientID, except where it is empty or where one PatientID covers several
+    studies (de-identified exports often write one value for everyone): those series fall back to
+    the study, with a warning that gives the count. ``study``: the StudyInstanceUID. ``folder``:
+    the first folder under ``root`` (one folder per person).
+    """
+    if subject_key not in SUBJECT_KEYS:
+        raise UserError(f"--subject-key {subject_key}: choose one of {', '.join(SUBJECT_KEYS)}")
+    values: dict[str, str] = {}
+    warnings: list[str] = []
+    if subject_key == "study":
+        return {uid: "study:" + (e.study or uid) for uid, e in series.items()}, 0, warnings
+    if subject_key == "folder":
+        return {uid: "folder:" + _top_folder(root, e.files) for uid, e in series.items()}, 0, warnings
+    studies: dict[str, set[str]] = defaultdict(set)
+    for e in series.values():
+        if e.patient_id:
+            studies[e.patient_id].add(e.study)
+    shared = {pid for pid, s in studies.items() if len(s) > 1}
+    n_empty = n_shared = 0
+    for uid, e in series.items():
+        if not e.patient_id:
+            values[uid] = "study:" + (e.study or e.patient or uid)
+            n_empty += 1
+        elif e.patient_id in shared:
+            values[uid] = "study:" + (e.study or uid)
+            n_shared += 1
+        else:
+            values[uid] = e.patient  # == PatientID: the pseudonyms of earlier versions stay the same
+    if shared:
+        n_studies = sum(len(studies[pid]) for pid in shared)
+        everyone = " (every series of the archive)" if n_shared == len(series) else ""
+        warnings.append(
+            f"warning: PatientID: {len(shared)} value(s) each cover several studies ({n_shared} series in "
+            f"{n_studies} studies{everyone}); these series are told apart by study (StudyInstanceUID) instead. "
+            "If they are repeat visits of one person, use --subject-key folder with one folder per person"
+        )
+    if n_empty:
+        warnings.append(
+            f"warning: PatientID: empty in {n_empty} series; these series are told apart by study "
+            "(StudyInstanceUID) instead"
+        )
+    return values, n_empty + n_shared, warnings
+
+
 def dicom_jobs(
     root: Path,
     key: bytes,
     scrubber: P.Scrubber,
-    progress: Progress | None = None,
+    progress: Progress = QUIET,
     exclude: tuple[str | os.PathLike, ...] = (),
-) -> tuple[list[Job], list[tuple[str, str]], int]:
-    """Discover the series under ``root``; return jobs, (path, reason) skips and the file count.
+    subject_key: str = "patient",
+) -> Found:
+    """Discover the series under ``root``: jobs, (path, reason) skips, file count and warnings.
 
     ``exclude``: paths not to read (our own output, when it lies inside the input tree).
     """
+    root = Path(root)
+    if subject_key not in SUBJECT_KEYS:
+        raise UserError(f"--subject-key {subject_key}: choose one of {', '.join(SUBJECT_KEYS)}")
     total = sum(1 for _ in D.iter_files(root, exclude))
-    found = D.discover_series(
-        root, progress=(lambda n: progress("find", n, total)) if progress else None, exclude=exclude
-    )
+    with progress.bar(total=total, desc="reading headers") as bar:
+        found = D.discover_series(root, progress=bar.update, exclude=exclude)
     scrubber.add(found.identifiers)
     jobs: list[Job] = []
     skipped = list(found.skipped)
+    usable: dict[str, D.SeriesFiles] = {}
     for uid, entry in found.series.items():
-        where = _common_folder(entry.files)
         reason = D.series_rejection(entry)
         if reason is not None:
-            skipped.append((where, f"series of {len(entry.files)} file(s): {reason}"))
-            continue
+            skipped.append((_common_folder(entry.files), f"series of {len(entry.files)} file(s): {reason}"))
+        else:
+            usable[uid] = entry
+    values, fallback, warnings = subject_values(usable, subject_key, root)
+    for uid, entry in usable.items():
+        files = sorted(entry.files)
         jobs.append(
             Job(
                 id=P.pseudonym(key, uid, "ser"),
-                subject=P.pseudonym(key, entry.patient, "sub"),
+                subject=P.pseudonym(key, values[uid], "sub"),
                 kind="dicom",
-                files=sorted(entry.files),
-                where=where,
+                files=files,
+                where=_common_folder(entry.files),
+                inputs=input_fingerprint(files),
             )
         )
-    return jobs, skipped, found.n_files
+    return Found(jobs=jobs, skipped=skipped, n_inputs=found.n_files, subject_key=subject_key,
+                 subject_fallback_series=fallback, warnings=warnings)
 
 
-def nifti_jobs(csv_path: Path, key: bytes, scrubber: P.Scrubber) -> tuple[list[Job], list[tuple[str, str]], int]:
-    """One job per usable row of the labels CSV."""
+def nifti_jobs(csv_path: Path, key: bytes, scrubber: P.Scrubber, subject_key: str = "patient") -> Found:
+    """One job per usable row of the labels CSV.
+
+    ``subject_key``: ``patient`` uses the CSV's subject column, ``folder`` the volume's folder;
+    ``study`` needs DICOM headers and is refused.
+    """
     from geco_tf.data.nifti import read_labels_csv
 
+    if subject_key not in SUBJECT_KEYS:
+        raise UserError(f"--subject-key {subject_key}: choose one of {', '.join(SUBJECT_KEYS)}")
+    if subject_key == "study":
+        raise UserError("--subject-key study: NIfTI volumes carry no study; use patient (the CSV's subject column) or folder")
     rows, skipped = read_labels_csv(csv_path)
     scrubber.add(row.subject for row in rows)
     jobs: list[Job] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for row in rows:
         job_id = P.pseudonym(key, str(Path(row.path).resolve()), "vol")
         if job_id in seen:
-            skipped.append((row.given_path, f"listed twice in the CSV (line {row.line})"))
+            skipped.append((row.given_path, f"listed twice in the CSV (line {row.line}, first on line {seen[job_id]}): "
+                                            "the first row is used"))
             continue
-        seen.add(job_id)
+        seen[job_id] = row.line
         labels = {
             "manufacturer": row.manufacturer,
             "field_strength": row.field_strength,
             "field_strength_tesla": row.field_strength_tesla,
             "modality": row.modality,
         }
+        subject = row.subject if subject_key == "patient" else "folder:" + str(Path(row.path).resolve().parent)
         jobs.append(
             Job(
                 id=job_id,
-                subject=P.pseudonym(key, row.subject, "sub"),
+                subject=P.pseudonym(key, subject, "sub"),
                 kind="nifti",
                 files=[row.path],
                 where=row.given_path,
                 given_labels=labels,
+                inputs=input_fingerprint([row.path]),
             )
         )
-    return jobs, skipped, len(rows) + len(skipped)
+    return Found(jobs=jobs, skipped=skipped, n_inputs=len(rows) + len(skipped), subject_key=subject_key)
 
 
-def _convert_all(
-    jobs: list[Job], work: Path, workers: int, progress: Progress | None, on_record: Callable[[Job, dict], None]
-) -> None:
-    total = len(jobs)
-    if workers <= 1 or total <= 1:
-        for job in jobs:
-            on_record(job, convert_job(job, str(work)))
-            if progress:
-                progress("convert", 1, total)
-        return
-    # spawn, not fork: the parent may hold TensorFlow's threads; a worker needs only numpy/ITK/pydicom
-    try:
-        _convert_in_pool(jobs, work, workers, progress, on_record)
-    except BrokenProcessPool:
-        raise RuntimeError(
-            "a worker process died (killed, or out of memory: try fewer --workers); "
-            "run the same command again to resume, converted series are kept"
-        ) from None
+# --- converting in a pool --------------------------------------------------------------------
 
 
 def _convert_in_pool(
-    jobs: list[Job], work: Path, workers: int, progress: Progress | None, on_record: Callable[[Job, dict], None]
+    jobs: list[Job], work: Path, workers: int, on_record: Callable[[Job, dict], None], bar: Any
 ) -> None:
-    total = len(jobs)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         pending = {}
         queue = iter(jobs)
@@ -323,11 +541,194 @@ def _convert_in_pool(
             for future in done:
                 job = pending.pop(future)
                 on_record(job, future.result())
-                if progress:
-                    progress("convert", 1, total)
+                bar.update(1)
                 nxt = next(queue, None)
                 if nxt is not None:
                     pending[pool.submit(convert_job, nxt, str(work))] = nxt
+
+
+def convert_jobs(
+    jobs: list[Job], work: Path, workers: int, on_record: Callable[[Job, dict], None], bar: Any
+) -> None:
+    """Convert ``jobs`` (in a spawn pool when ``workers`` > 1), handing each record to ``on_record``.
+
+    A worker that dies (killed, out of memory) breaks the pool: the series it was converting are
+    then tried again one at a time, so a second death names the series, which gets
+    :func:`killed_record` instead of ending the run.
+    """
+    done: set[str] = set()
+
+    def keep(job: Job, record: dict) -> None:
+        done.add(job.id)
+        on_record(job, record)
+
+    todo = [j for j in jobs if j.id not in done]
+    if workers <= 1 or len(todo) <= 1:
+        for job in todo:
+            keep(job, convert_job(job, str(work)))
+            bar.update(1)
+        return
+    # spawn, not fork: the parent may hold TensorFlow's threads; a worker needs only numpy/ITK/pydicom
+    while todo:
+        try:
+            _convert_in_pool(todo, work, workers, keep, bar)
+        except BrokenProcessPool:
+            pass
+        remaining = [j for j in todo if j.id not in done]
+        suspects = [j for j in remaining if started_attempts(work, j.id) >= 1]
+        if remaining and not suspects:
+            raise UserError(
+                "a conversion process died before it started a series (killed?); run the same command "
+                "again to resume, converted series are kept"
+            )
+        for job in suspects:  # alone, so that a second death names the series
+            if started_attempts(work, job.id) < MAX_ATTEMPTS:
+                try:
+                    _convert_in_pool([job], work, 1, keep, bar)
+                except BrokenProcessPool:
+                    pass
+            if job.id not in done and started_attempts(work, job.id) >= MAX_ATTEMPTS:
+                keep(job, killed_record(job))
+                bar.update(1)
+        todo = [j for j in remaining if j.id not in done]
+
+
+# --- assembly --------------------------------------------------------------------------------
+
+
+def _load_work_slices(work: Path) -> Callable[[dict], np.ndarray]:
+    return lambda record: np.load(work / f"{record['id']}.npy", mmap_mode="r")
+
+
+def split_subjects(records: Iterable[dict[str, Any]], seed: int = 0) -> SplitPlan:
+    """The split of the subjects of the ``ok`` records (coverage before fractions), a pure
+    function of their labels, their pixel hashes and ``seed``."""
+    labels: dict[str, dict[str, set]] = defaultdict(lambda: {"manufacturer": set(), "field_strength": set()})
+    order: dict[str, str] = {}
+    for record in records:
+        if record.get("status") != "ok":
+            continue
+        subject = record["subject"]
+        for target in ("manufacturer", "field_strength"):
+            value = record["labels"].get(target)
+            if value is not None:
+                labels[subject][target].add(value)
+        pixels = str(record.get("pixels", record["id"]))
+        order[subject] = min(order.get(subject, pixels), pixels)
+    return assign_splits(labels, seed=seed, order=order)
+
+
+def assemble_dataset(
+    out: str | os.PathLike,
+    records: Iterable[dict[str, Any]],
+    skipped: Iterable[tuple[str, str]],
+    *,
+    seed: int = 0,
+    size: int = DEFAULT_SIZE,
+    load_slices: Callable[[dict], np.ndarray] | None = None,
+    work_dir: str | os.PathLike | None = None,
+    made_by: Mapping[str, Any] | None = None,
+    progress: Progress = QUIET,
+) -> Assembly:
+    """Write the dataset directory from the conversion records: split, shards, manifest, dataset.json,
+    skipped.csv.
+
+    ``records``: the (scrubbed, :func:`scrub_record`) records of :func:`convert_job`, in any
+    order (they are sorted by subject and id). ``skipped``: (path, reason) rows from discovery,
+    already scrubbed. ``load_slices(record)`` returns a record's kept slices [n, y, x] (default:
+    ``work_dir/<id>.npy``). ``made_by`` adds provenance to ``dataset.json``.
+    """
+    out = Path(out)
+    if load_slices is None:
+        if work_dir is None:
+            raise ValueError("assemble_dataset needs load_slices or work_dir")
+        load_slices = _load_work_slices(Path(work_dir))
+    records = sorted(records, key=lambda r: (r["subject"], r["id"]))
+    result = Assembly()
+    skip_rows = [tuple(row) for row in skipped]
+    ok: list[dict] = []
+    for record in records:
+        skip_rows.extend(tuple(pair) for pair in record.get("file_skips", []))
+        result.n_files_skipped += len(record.get("file_skips", []))
+        if record["status"] == "ok":
+            ok.append(record)
+            result.notes.update(record.get("notes", []))
+        else:
+            result.n_series_skipped += 1
+            result.n_failed += record["status"] == "failed"
+            skip_rows.append((record["where"], f"series of {record['n_files']} file(s): {record['reason']}"))
+    result.n_series_ok = len(ok)
+    plan = split_subjects(ok, seed=seed)
+    result.plan = plan
+
+    other_manufacturers: set[str] = set()
+    unbucketed: Counter = Counter()
+    cropped_series = 0
+    for record in ok:
+        labels = record["labels"]
+        if labels["manufacturer"] not in MANUFACTURERS:
+            other_manufacturers.add(labels["manufacturer"])
+        if labels["field_strength"] is None and labels.get("field_strength_tesla") is not None:
+            unbucketed[f"{labels['field_strength_tesla']:g}T"] += len(record["kept"])
+        if max(record["shape"]) > size:
+            cropped_series += 1
+            result.n_cropped += len(record["kept"])
+    classes = {
+        "manufacturer": list(MANUFACTURERS) + sorted(other_manufacturers),
+        "field_strength": list(FIELD_STRENGTHS),
+        "modality": list(MODALITIES),
+        "lesion": list(LESION),
+    }
+    info = {
+        **dict(made_by or {}),
+        "size": size,
+        "split": {
+            "by": "subject (pseudonymous)",
+            "rule": "every manufacturer and field strength with >= 3 subjects in every split, then the fractions",
+            "fractions": list(SPLIT_FRACTIONS),
+            "seed": seed,
+            "coverage_overrode_fractions": {s: {"subjects": g, "fraction_asked": a} for s, (g, a) in plan.overridden.items()},
+            "missing_classes": [list(m) for m in plan.missing],
+        },
+        "series": {"converted": len(ok), "skipped": result.n_series_skipped, "files_skipped": result.n_files_skipped},
+        "cropped": result.n_cropped > 0,
+        "cropped_slices": result.n_cropped,
+        "cropped_series": cropped_series,
+        "four_d_first_volume_series": sum(n for note, n in result.notes.items() if note.startswith("4-D")),
+        "non_finite_series": sum(1 for r in ok if r.get("non_finite_voxels")),
+        "field_strength_excluded": dict(sorted(unbucketed.items())),
+    }
+    table_rows: list[dict] = []
+    with DatasetWriter(out, image_size=size, classes=classes, splits=plan.assignment, made_by=info) as writer:
+        for path, reason in skip_rows:
+            writer.skip(path, reason)
+        for record in progress.track(ok, total=len(ok), desc="writing dataset"):
+            slices = load_slices(record)
+            labels = record["labels"]
+            split = plan.assignment[record["subject"]]
+            for i, index in enumerate(record["kept"]):
+                image, _ = pad_or_crop(np.asarray(slices[i], dtype=np.float32), size)
+                writer.add(
+                    SliceRecord(
+                        image=image,
+                        subject=record["subject"],
+                        manufacturer=labels["manufacturer"],
+                        field_strength=labels["field_strength"],
+                        modality=labels["modality"],
+                        source_volume=record["id"],
+                        slice_index=int(index),
+                    )
+                )
+                table_rows.append({"subject": record["subject"], "split": split,
+                                   "manufacturer": labels["manufacturer"], "field_strength": labels["field_strength"]})
+            del slices
+    result.n_slices = len(table_rows)
+    result.table = split_table(table_rows) if table_rows else ""
+    result.messages = plan.messages()
+    return result
+
+
+# --- the run ---------------------------------------------------------------------------------
 
 
 def preprocess(
@@ -339,14 +740,17 @@ def preprocess(
     key_file: str | os.PathLike | None = None,
     seed: int = 0,
     keep_work: bool = False,
-    progress: Progress | None = None,
+    subject_key: str = "patient",
+    progress: Progress = QUIET,
     log: Callable[[str], None] | None = None,
 ) -> Summary:
     """Turn a DICOM tree or a NIfTI labels CSV into a dataset directory at ``out``.
 
     Give exactly one of ``dicom_dir`` and ``nifti_csv``. ``log`` receives scrubbed one-line
-    messages. Raises :class:`UserError` for bad options or when no slice at all is usable (the
-    dataset directory, with its ``skipped.csv``, is still written so the reasons can be read).
+    messages and warnings (always shown); ``progress`` shows the steps, bars and, at the end, the
+    table of subjects and slices per split and class. Raises :class:`UserError` for bad options
+    or when no slice at all is usable (the dataset directory, with its ``skipped.csv``, is still
+    written so the reasons can be read).
     """
     if (dicom_dir is None) == (nifti_csv is None):
         raise UserError("give a DICOM_DIR or --nifti-csv FILE (exactly one)")
@@ -354,6 +758,9 @@ def preprocess(
         raise UserError(f"--size {size}: must be at least 16")
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1")
+    if subject_key not in SUBJECT_KEYS:
+        raise UserError(f"--subject-key {subject_key}: choose one of {', '.join(SUBJECT_KEYS)}")
+    progress = progress or QUIET
     out = Path(out)
     _check_output(out)
     source = Path(dicom_dir if dicom_dir is not None else nifti_csv)
@@ -363,15 +770,18 @@ def preprocess(
     key, created = P.load_or_create_key(key_path, out, write=False)
     scrubber = P.Scrubber(source if dicom_dir is not None else source.resolve().parent)
     say = (lambda msg: log(scrubber.scrub(msg, parts=False))) if log else (lambda msg: None)
-    summary = Summary(out=str(out), key_file=str(key_path), key_created=created)
+    summary = Summary(out=str(out), key_file=str(key_path), key_created=created, subject_key=subject_key)
 
     t0 = time.perf_counter()
+    progress.step("finding the inputs")
     if dicom_dir is not None:
-        jobs, skipped, summary.n_inputs = dicom_jobs(source, key, scrubber, progress, exclude=(out, key_path))
+        found = dicom_jobs(source, key, scrubber, progress, exclude=(out, key_path), subject_key=subject_key)
         kind = "dicom"
     else:
-        jobs, skipped, summary.n_inputs = nifti_jobs(source, key, scrubber)
+        found = nifti_jobs(source, key, scrubber, subject_key=subject_key)
         kind = "nifti"
+    jobs, skipped = found.jobs, found.skipped
+    summary.n_inputs = found.n_inputs
     summary.seconds["find"] = round(time.perf_counter() - t0, 3)
     summary.n_series = len(jobs)
     if not jobs and not skipped:
@@ -379,118 +789,69 @@ def preprocess(
         raise UserError(f"{source}: {what} found ({summary.n_inputs} file(s) looked at)")
     if created:
         P.save_key(key_path, key)
+    for warning in found.warnings:
+        say(warning)
+        summary.warnings.append(scrubber.scrub(warning, parts=False))
     say(f"found {len(jobs)} series in {summary.n_inputs} input(s); {len(skipped)} left out before conversion")
 
     work = _open_work_area(out, key, kind)
     records: dict[str, dict] = {}
-    todo: list[Job] = []
-    for job in jobs:
-        record = _load_record(work, job)
-        if record is None:
-            todo.append(job)
-        else:
-            records[job.id] = record
-    summary.n_resumed = len(records)
-    if records:
-        say(f"resuming: {len(records)} series already converted, {len(todo)} to go")
-    if progress and records:
-        progress("convert", len(records), len(jobs))
 
     def keep(job: Job, record: dict) -> None:
-        record["where"] = scrubber.scrub(job.where)
-        record["file_skips"] = [
-            [scrubber.scrub(p), scrubber.scrub(r, parts=False)] for p, r in record.get("file_skips", [])
-        ]
-        if "reason" in record:
-            record["reason"] = scrubber.scrub(record["reason"], parts=False)
+        record = scrub_record(record, scrubber)
         write_json_atomic(work / f"{job.id}.json", record)  # last: marks the series as done
+        _started_path(work, job.id).unlink(missing_ok=True)
         records[job.id] = record
 
+    todo: list[Job] = []
+    for job in jobs:
+        record = load_record(work, job)
+        if record is not None:
+            records[job.id] = record
+        elif started_attempts(work, job.id) >= MAX_ATTEMPTS:
+            keep(job, killed_record(job))
+        else:
+            todo.append(job)
+    summary.n_resumed = len(records)
+    if records:
+        say(f"resuming: {len(records)} series already done, {len(todo)} to go")
+
     t0 = time.perf_counter()
-    _convert_all(todo, work, workers, progress, keep)
+    progress.step(f"converting {len(todo)} series ({workers} worker(s))")
+    with progress.bar(total=len(jobs), desc="converting series") as bar:
+        bar.update(len(records))
+        convert_jobs(todo, work, workers, keep, bar)
     summary.n_converted = len(todo)
     summary.converter_peak_rss_mb = max((records[j.id].get("peak_rss_mb", 0.0) for j in todo), default=0.0)
     summary.seconds["convert"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()
+    progress.step("writing the dataset")
     skip_rows = [(scrubber.scrub(p), scrubber.scrub(r, parts=False)) for p, r in skipped]
-    ok: list[tuple[Job, dict]] = []
-    for job in jobs:
-        record = records[job.id]
-        skip_rows.extend((p, r) for p, r in record.get("file_skips", []))
-        if record["status"] == "ok":
-            ok.append((job, record))
-            summary.notes.update(record.get("notes", []))
-        else:
-            summary.n_series_skipped += 1
-            summary.n_failed += record["status"] == "failed"
-            skip_rows.append((record["where"], f"series of {record['n_files']} file(s): {record['reason']}"))
-    summary.n_series_ok = len(ok)
-    summary.n_files_skipped = sum(len(r.get("file_skips", [])) for r in records.values())
-    ok.sort(key=lambda item: (item[0].subject, item[0].id))
-
-    strata: dict[str, str] = {}
-    other_manufacturers: set[str] = set()
-    unbucketed: Counter = Counter()
-    cropped_series = 0
-    for job, record in ok:
-        labels = record["labels"]
-        strata.setdefault(job.subject, f"{labels['manufacturer']}|{labels['field_strength']}")
-        if labels["manufacturer"] not in MANUFACTURERS:
-            other_manufacturers.add(labels["manufacturer"])
-        if labels["field_strength"] is None:
-            unbucketed[f"{labels['field_strength_tesla']:g}T"] += len(record["kept"])
-        if max(record["shape"]) > size:
-            cropped_series += 1
-            summary.n_cropped += len(record["kept"])
-    assignment = split_by_subject(strata, seed=seed)
-    classes = {
-        "manufacturer": list(MANUFACTURERS) + sorted(other_manufacturers),
-        "field_strength": list(FIELD_STRENGTHS),
-        "modality": list(MODALITIES),
-        "lesion": list(LESION),
-    }
     made_by = {
         "command": "geco-tf preprocess",
         "version": __version__,
         "source": "DICOM series" if kind == "dicom" else "NIfTI volumes with a labels CSV",
-        "size": size,
         "orientation": "axial, LPS: slices inferior->superior, rows anterior->posterior, columns right->left; "
         "axes permuted and flipped only, never resampled",
         "slice_filter": "kept when fewer than 90% of values are the slice's pure black or pure white (paper 3.3)",
-        "split": {"by": "subject (pseudonymous)", "fractions": [0.7, 0.2, 0.1], "seed": seed},
-        "series": {"converted": len(ok), "skipped": summary.n_series_skipped, "files_skipped": summary.n_files_skipped},
-        "cropped": summary.n_cropped > 0,
-        "cropped_slices": summary.n_cropped,
-        "cropped_series": cropped_series,
-        "four_d_first_volume_series": sum(n for note, n in summary.notes.items() if note.startswith("4-D")),
-        "field_strength_excluded": dict(sorted(unbucketed.items())),
+        "non_finite": "NaN and infinite voxels are set to the volume's lowest finite value (its background) "
+        "before scaling",
+        "subjects": {"key": found.subject_key, "fell_back_to_study_series": found.subject_fallback_series},
         "pseudonyms": {"scheme": "HMAC-SHA256, first 12 hex digits", "key_fingerprint": P.key_fingerprint(key)},
     }
-    n_slices = sum(len(record["kept"]) for _, record in ok)
-    with DatasetWriter(out, image_size=size, classes=classes, splits=assignment, made_by=made_by) as writer:
-        for path, reason in skip_rows:
-            writer.skip(path, reason)
-        for job, record in ok:
-            slices = np.load(work / f"{job.id}.npy", mmap_mode="r")
-            labels = record["labels"]
-            for i, index in enumerate(record["kept"]):
-                image, _ = pad_or_crop(np.asarray(slices[i], dtype=np.float32), size)
-                writer.add(
-                    SliceRecord(
-                        image=image,
-                        subject=job.subject,
-                        manufacturer=labels["manufacturer"],
-                        field_strength=labels["field_strength"],
-                        modality=labels["modality"],
-                        source_volume=job.id,
-                        slice_index=int(index),
-                    )
-                )
-            del slices
-            if progress:
-                progress("write", 1, len(ok))
-    summary.n_slices = n_slices
+    result = assemble_dataset(
+        out, [records[j.id] for j in jobs], skip_rows, seed=seed, size=size, work_dir=work, made_by=made_by,
+        progress=progress,
+    )
+    summary.n_slices = result.n_slices
+    summary.n_series_ok = result.n_series_ok
+    summary.n_series_skipped = result.n_series_skipped
+    summary.n_failed = result.n_failed
+    summary.n_files_skipped = result.n_files_skipped
+    summary.n_cropped = result.n_cropped
+    summary.notes = result.notes
+    summary.split_table = result.table
     summary.seconds["write"] = round(time.perf_counter() - t0, 3)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
@@ -498,7 +859,12 @@ def preprocess(
         say(f"note: {note} ({n} series)")
     if summary.n_failed:
         say(f"{summary.n_failed} series failed with an internal error: see skipped.csv")
-    if n_slices == 0:
+    if result.table:
+        progress.note("subjects/slices per split and class:\n" + result.table)
+    for message in result.messages:
+        say(message)
+        summary.warnings.append(message)
+    if summary.n_slices == 0:
         raise UserError(
             f"{out}: no usable slice ({summary.n_series_skipped} series and {len(skipped)} input(s) skipped); "
             f"reasons in {out / 'skipped.csv'}"

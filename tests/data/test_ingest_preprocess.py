@@ -51,8 +51,9 @@ def build_archive(root: Path) -> dict:
         good[series["series_uid"]] = {"labels": labels, "series": series}
         return series
 
-    add(by_name / "t1", ("Siemens", "3T", "T1 PRE"), orientation="axial", description="t1_mprage_tra", **_ids(0))
-    add(by_name / "t2", ("Siemens", "3T", "T2"), orientation="axial", description="t2_tse_tra", seed=5, **_ids(0))
+    t1 = add(by_name / "t1", ("Siemens", "3T", "T1 PRE"), orientation="axial", description="t1_mprage_tra", **_ids(0))
+    add(by_name / "t2", ("Siemens", "3T", "T2"), orientation="axial", description="t2_tse_tra", seed=5,
+        study_uid=t1["study_uid"], **_ids(0))  # one exam: one study
     add(root / "a" / "b" / "c", ("GE Medical Systems", "1.5T", "T1 POST"), orientation="sagittal",
         manufacturer="GE MEDICAL SYSTEMS", field_strength=1.5, description="SAG T1 POST GD", nested=True,
         shape=(20, 40, 40), **_ids(1))
@@ -351,7 +352,7 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path):
     assert proc.returncode == 2 and "not empty" in proc.stderr
     proc = _cli("preprocess", str(tmp_path / "in"), "--out", str(tmp_path / "d"), "--key-file", str(tmp_path / "d" / "k"))
     assert proc.returncode == 2 and "outside the dataset" in proc.stderr
-    proc = _cli("preprocess", str(tmp_path / "in"), "--out", str(tmp_path / "d"))
+    proc = _cli("preprocess", str(tmp_path / "in"), "--out", str(tmp_path / "d"), "--quiet")
     assert proc.returncode == 2 and "no DICOM file found" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "d").exists() and not (tmp_path / "d.key").exists()
 
