@@ -364,6 +364,26 @@ class _Stack:
     duplicates: list[Any]
 
 
+#: Index groups of :attr:`_Slice.identity` (temporal position, trigger time, acquisition number,
+#: echo, b-value) tried, after the whole key, to tell the volumes of a 4-D classic series apart:
+#: temporal position first, because scanners that record slice timing give every image its own
+#: trigger and acquisition time while the images of one phase share the temporal position.
+_VOLUME_KEYS = ((0, 3, 4), (2, 3, 4), (1, 3, 4))
+
+
+def _volume_key(slices: list[_Slice], groups: list[list[int]]) -> tuple[Callable[[int], tuple], list[tuple]] | None:
+    """A key that splits the images at every position into the same set of volumes (and that
+    set, sorted), or ``None`` when no header key does."""
+    keys: list[Callable[[int], tuple]] = [lambda i: slices[i].identity]
+    if all(len(s.identity) == 5 for s in slices):
+        keys += [lambda i, idx=idx: tuple(slices[i].identity[j] for j in idx) for idx in _VOLUME_KEYS]
+    for key in keys:
+        sets = [{key(i) for i in g} for g in groups]
+        if len(sets[0]) > 1 and all(s == sets[0] for s in sets):
+            return key, sorted(sets[0])
+    return None
+
+
 def order_slices(slices: list[_Slice], fallback_gap: float | None = None) -> _Stack:
     """Order slices along the slice normal into one volume; refuse what is not one volume.
 
@@ -407,26 +427,41 @@ def order_slices(slices: list[_Slice], fallback_gap: float | None = None) -> _St
     sizes = {len(g) for g in groups}
     if sizes != {1}:
         identities = [{slices[i].identity for i in g} for g in groups]
-        if all(len(ids) == 1 for ids in identities):  # copies of one image
+        if all(len(ids) == 1 for ids in identities):
+            # copies of one image -- or a 4-D series whose headers tell the volumes apart by
+            # InstanceNumber only (GE fMRI): the same count at every position, distinct numbers
+            numbered = len(sizes) == 1 and all(len({slices[i].number for i in g}) == len(g) for g in groups)
             for g in groups:
                 g.sort(key=lambda i: (slices[i].number, i))
                 chosen.append(g[0])
-                duplicates.extend(slices[i].ref for i in g[1:])
+                if not numbered:
+                    duplicates.extend(slices[i].ref for i in g[1:])
+            if numbered:
+                notes.append(f"4-D series: {len(groups[0])} volumes (told apart by InstanceNumber), the first kept")
         else:
             # 4-D: volumes are the distinct temporal/echo keys; keep the first one
-            volumes = sorted({slices[i].identity for g in groups for i in g})
-            counts = [len({slices[i].identity for i in g}) for g in groups]
-            if len(set(counts)) != 1 or counts[0] != len(volumes):
-                raise SeriesRejected(
-                    f"4-D series with unequal volumes ({min(counts)} to {max(counts)} images per position): "
-                    "missing slices?"
-                )
-            first_volume = volumes[0]
-            for g in groups:
-                same = sorted((i for i in g if slices[i].identity == first_volume), key=lambda i: (slices[i].number, i))
-                chosen.append(same[0])
-                duplicates.extend(slices[i].ref for i in same[1:])
-            notes.append(f"4-D series: {len(volumes)} volumes, the first kept")
+            keyed = _volume_key(slices, groups)
+            if keyed is not None:
+                key, volumes = keyed
+                first_volume = volumes[0]
+                for g in groups:
+                    same = sorted((i for i in g if key(i) == first_volume), key=lambda i: (slices[i].number, i))
+                    chosen.append(same[0])
+                    duplicates.extend(slices[i].ref for i in same[1:])
+                notes.append(f"4-D series: {len(volumes)} volumes, the first kept")
+            else:
+                # no header key splits every position the same way (e.g. each image has its own
+                # trigger time and no temporal position): match volumes by order at each position
+                counts = [len(g) for g in groups]
+                if len(set(counts)) != 1:
+                    raise SeriesRejected(
+                        f"4-D series with unequal volumes ({min(counts)} to {max(counts)} images per position): "
+                        "missing slices?"
+                    )
+                for g in groups:
+                    g.sort(key=lambda i: (slices[i].identity, slices[i].number, i))
+                    chosen.append(g[0])
+                notes.append(f"4-D series: {counts[0]} volumes (matched by order at each position), the first kept")
     else:
         chosen = [g[0] for g in groups]
     positions = along[chosen]
