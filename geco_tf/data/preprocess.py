@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -743,6 +744,7 @@ def preprocess(
     subject_key: str = "patient",
     progress: Progress = QUIET,
     log: Callable[[str], None] | None = None,
+    pipeline: Callable[..., Assembly] | None = None,
 ) -> Summary:
     """Turn a DICOM tree or a NIfTI labels CSV into a dataset directory at ``out``.
 
@@ -750,7 +752,10 @@ def preprocess(
     messages and warnings (always shown); ``progress`` shows the steps, bars and, at the end, the
     table of subjects and slices per split and class. Raises :class:`UserError` for bad options
     or when no slice at all is usable (the dataset directory, with its ``skipped.csv``, is still
-    written so the reasons can be read).
+    written so the reasons can be read). ``pipeline``: instead of the local pool and
+    :func:`assemble_dataset`, a callable with :func:`assemble_dataset`'s arguments plus ``jobs``
+    (the series to convert) and ``scrubber`` that converts and assembles elsewhere
+    (:class:`geco_tf.data.beam_preprocess.BeamPipeline`, ``--runner beam``).
     """
     if (dicom_dir is None) == (nifti_csv is None):
         raise UserError("give a DICOM_DIR or --nifti-csv FILE (exactly one)")
@@ -820,9 +825,10 @@ def preprocess(
     progress.step(f"converting {len(todo)} series ({workers} worker(s))")
     with progress.bar(total=len(jobs), desc="converting series") as bar:
         bar.update(len(records))
-        convert_jobs(todo, work, workers, keep, bar)
+        if pipeline is None:  # else the pipeline converts them, below
+            convert_jobs(todo, work, workers, keep, bar)
     summary.n_converted = len(todo)
-    summary.converter_peak_rss_mb = max((records[j.id].get("peak_rss_mb", 0.0) for j in todo), default=0.0)
+    summary.converter_peak_rss_mb = max((records.get(j.id, {}).get("peak_rss_mb", 0.0) for j in todo), default=0.0)
     summary.seconds["convert"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()
@@ -840,9 +846,10 @@ def preprocess(
         "subjects": {"key": found.subject_key, "fell_back_to_study_series": found.subject_fallback_series},
         "pseudonyms": {"scheme": "HMAC-SHA256, first 12 hex digits", "key_fingerprint": P.key_fingerprint(key)},
     }
-    result = assemble_dataset(
-        out, [records[j.id] for j in jobs], skip_rows, seed=seed, size=size, work_dir=work, made_by=made_by,
-        progress=progress,
+    assemble = assemble_dataset if pipeline is None else partial(pipeline, jobs=todo, scrubber=scrubber)
+    result = assemble(
+        out, [records[j.id] for j in jobs if j.id in records], skip_rows, seed=seed, size=size, work_dir=work,
+        made_by=made_by, progress=progress,
     )
     summary.n_slices = result.n_slices
     summary.n_series_ok = result.n_series_ok
