@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 from geco_tf_cli.common import output_dir, target_option
 
@@ -36,6 +34,7 @@ Examples:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (weights, shuffling, dropout).")
+@click.option("--quiet", is_flag=True, help="No step lines or progress bars on stderr.")
 def command(
     data_dir: str,
     target: str,
@@ -44,6 +43,7 @@ def command(
     dds_weights: str | None,
     batch_size: int,
     seed: int,
+    quiet: bool,
 ) -> None:
     """Train the DeepDicomSort baseline classifier and report its test accuracy.
 
@@ -54,10 +54,8 @@ def command(
     baseline.keras and metrics.json (accuracy_original, confusion_original).
     """
     output_dir(out_dir, "--out")
-    from geco_tf.training.baseline import run_baseline  # heavy: TensorFlow
-
-    def log(message: str) -> None:
-        click.echo(message, err=True)
+    from geco_tf.progress import Progress
+    from geco_tf.training.baseline import BASELINE_STEPS, run_baseline  # heavy: TensorFlow
 
     metrics = run_baseline(
         data_dir,
@@ -67,8 +65,7 @@ def command(
         dds_weights=dds_weights,
         batch_size=batch_size,
         seed=seed,
-        verbose=1 if sys.stderr.isatty() else 2,
-        log=log,
+        progress=Progress(quiet=quiet, steps=BASELINE_STEPS),
     )
     mode = "pretrained DeepDicomSort backbone, frozen" if metrics["pretrained"] else "trained from scratch, no weights"
     click.echo(

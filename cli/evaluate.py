@@ -49,38 +49,31 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option("--baselines", default="identity,zscore,nyul,blur,kspace", show_default=True, callback=_kinds,
               help="Harmonisation baselines placed beside GECO, comma-separated.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every audit and probe.")
-def command(run_dir, data_dir, baseline_dir, out_dir, audit_epochs, probe_epochs, sigmas, baselines, seed) -> None:
+@click.option("--epoch", type=int, default=None, callback=_positive,
+              help="Evaluate this epoch's generator (restored from RUN/checkpoints) instead of the one the run kept.")
+@click.option("--quiet", is_flag=True, help="No step lines or progress bars on stderr.")
+def command(run_dir, data_dir, baseline_dir, out_dir, audit_epochs, probe_epochs, sigmas, baselines, seed, epoch,
+            quiet) -> None:
     """Evaluate a GECO run on the test split and write an HTML report.
 
     Reports the baseline, co-trained and audit accuracies (fresh classifiers of two architectures
     trained on generated images) with 95% CIs and chance, SSIM/PSNR per modality, utility kept,
     GECO beside harmonisation baselines, and a verdict line saying whether the scanner
-    signature survives.
+    signature survives. Each step and a progress bar with an estimate go to stderr.
 
     \b
     Examples:
       geco-tf evaluate --run runs/geco --out report
       geco-tf evaluate --run runs/geco --data data --baseline runs/baseline --out report
+      geco-tf evaluate --run runs/geco --epoch 12 --out report-epoch12   # another epoch of the run
     """
-    from geco_tf.evaluation.report import evaluate_run, headline_table
+    from geco_tf.evaluation.report import EVALUATE_STEPS, evaluate_run, headline_table
+    from geco_tf.progress import Progress
 
-    stages = [
-        "loading run and data", "generating", "co-trained classifier", "fidelity", "audit (DDS-style, from scratch)",
-        "audit (Fourier linear probe)", "baseline", "utility", "harmonisation baselines", "per modality",
-        "figures and report",
-    ]
-    with click.progressbar(length=len(stages), label="evaluating", item_show_func=lambda s: s, file=click.get_text_stream("stderr")) as bar:
-        state = {"done": -1}
-
-        def progress(stage: str) -> None:
-            if state["done"] >= 0:
-                bar.update(1)
-            state["done"] += 1
-            bar.current_item = stage
-            bar.render_progress()
-
-        metrics = evaluate_run(run_dir, out_dir, data_dir=data_dir, baseline_dir=baseline_dir, audit_epochs=audit_epochs,
-                               probe_epochs=probe_epochs, sigmas=sigmas, baselines=baselines, seed=seed, progress=progress)
-        bar.update(1)
+    metrics = evaluate_run(
+        run_dir, out_dir, data_dir=data_dir, baseline_dir=baseline_dir, audit_epochs=audit_epochs,
+        probe_epochs=probe_epochs, sigmas=sigmas, baselines=baselines, seed=seed, epoch=epoch,
+        progress=Progress(quiet=quiet, steps=EVALUATE_STEPS),
+    )
     click.echo(headline_table(metrics))
     click.echo(f"report: {out_dir}/index.html")

@@ -223,7 +223,7 @@ def _write_run(run: Path, data: Path, generator) -> Path:
     classifier = MaxPoolClassifier(num_classes=4, dense_units=8)
     classifier(np.zeros((1, SIZE, SIZE, 1), np.float32))
     classifier.save(run / "classifier.keras")
-    write_json_atomic(run / "config.json", {"target": "manufacturer", "data_dir": str(data)})
+    write_json_atomic(run / "config.json", {"target": "manufacturer", "data": str(data)})  # as geco-tf train writes it
     write_json_atomic(run / "metrics.json", {"target": "manufacturer", "best_epoch": 2})
     with open(run / "history.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -7,8 +7,18 @@ import numpy as np
 import pytest
 
 from geco_tf.data.dataset import open_dataset
-from geco_tf.training.fresh_probe import fresh_probe_accuracy, generated_features
+from geco_tf.data.pipeline import load_split_arrays
+from geco_tf.training.fourier_probe import fourier_features
+from geco_tf.training.fresh_probe import probe_accuracy, probe_features
+from geco_tf.training.generate import generate
 from geco_tf.training.run import select_best, validation_leakage
+
+
+def _fresh_probe(generator, data) -> float:
+    """The selection probe fitted on G(train) and scored on G(val), as ``validate_epoch`` does."""
+    (x_train, y_train, _), (x_val, y_val, _) = (load_split_arrays(data, s, "manufacturer") for s in ("train", "val"))
+    features = probe_features("fourier")
+    return probe_accuracy(features(generate(generator, x_train)), y_train, features(generate(generator, x_val)), y_val)
 
 
 def test_fresh_probe_finds_an_intact_signature_and_not_an_erased_one(synth_data):
@@ -17,26 +27,16 @@ def test_fresh_probe_finds_an_intact_signature_and_not_an_erased_one(synth_data)
     data = open_dataset(synth_data)
     identity = keras.layers.Identity()
     erase = keras.layers.Lambda(lambda x: 0.0 * x)  # every slice the same: nothing left to find
-    intact = fresh_probe_accuracy(identity, data, "manufacturer")
-    erased = fresh_probe_accuracy(erase, data, "manufacturer")
+    intact = _fresh_probe(identity, data)
+    erased = _fresh_probe(erase, data)
     assert intact >= 0.8, intact  # 0.875 on this 32-slice validation split
-    _, y_val = generated_features(identity, data, "manufacturer", {"val": None})["val"]
+    y_val = load_split_arrays(data, "val", "manufacturer")[1]
     majority = np.bincount(y_val).max() / len(y_val)
     assert erased <= majority + 1e-9, (erased, majority)
-    assert fresh_probe_accuracy(identity, data, "manufacturer", probe="none") is None
+    assert probe_features("fourier") is fourier_features and probe_features("none") is None
     with pytest.raises(ValueError, match="selection probe"):
-        fresh_probe_accuracy(identity, data, "manufacturer", probe="cnn")
-
-
-def test_generated_features_takes_the_same_bounded_subset_every_time(tiny_data):
-    data = open_dataset(tiny_data)
-    identity = keras.layers.Identity()
-    n_train = data.count("train", "manufacturer")
-    f_all, y_all = generated_features(identity, data, "manufacturer", {"train": None})["train"]
-    assert len(f_all) == len(y_all) == n_train
-    f1, y1 = generated_features(identity, data, "manufacturer", {"train": n_train // 2}, seed=3)["train"]
-    f2, y2 = generated_features(identity, data, "manufacturer", {"train": n_train // 2}, seed=3)["train"]
-    assert len(f1) == n_train // 2 and np.array_equal(y1, y2) and np.allclose(f1, f2)
+        probe_features("cnn")
+    assert probe_accuracy(np.zeros((0, 3)), np.zeros(0), np.zeros((4, 3)), np.zeros(4)) is None
 
 
 def test_the_best_epoch_must_fool_the_fresh_probe_too():

@@ -10,16 +10,20 @@ tests it on G(test): ``accuracy_audit``. The same procedure on the original imag
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
 from geco_tf.data.pipeline import load_split_arrays
 from geco_tf.evaluation.stats import wilson_interval
 from geco_tf.models import build_classifier
+from geco_tf.progress import QUIET, Progress
+from geco_tf.training.batch_norm import batch_norm_layers, recalibrate_batch_norm
+from geco_tf.training.classifier_fit import fit_classifier
+from geco_tf.training.generate import generate
 
 #: At most this many epochs; training stops earlier after :data:`PATIENCE` epochs without a
 #: better validation accuracy. Why so many: a residual signature is learnt slowly. On one GECO
@@ -39,14 +43,6 @@ DEFAULT_LEARNING_RATE = 1e-3
 BN_MOMENTUM = 0.9
 
 
-def generate(generator: keras.Model | None, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """G(images) in batches (float32); ``generator=None`` returns the originals."""
-    if generator is None:
-        return images
-    out = [np.asarray(generator(images[i : i + batch_size], training=False), np.float32) for i in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else images
-
-
 def audit_accuracy(
     generator: keras.Model | str | Path | None,
     data: DatasetInfo | str | Path,
@@ -57,14 +53,18 @@ def audit_accuracy(
     batch_size: int = 32,
     learning_rate: float = DEFAULT_LEARNING_RATE,
     patience: int = PATIENCE,
-    verbose: int = 0,
+    progress: Progress = QUIET,
 ) -> dict:
     """Train a fresh ``classifier`` ('dds' or 'maxpool') on G(train), test it on G(test).
 
     ``generator`` is a model, a ``.keras`` path, or None (the audit on original images).
+    The classifier is fitted by :func:`geco_tf.training.classifier_fit.fit_classifier` (the
+    package's one best-epoch rule: best validation accuracy, lower validation loss breaking
+    ties), then its batch-norm statistics are recalibrated on G(train) (precise BN).
     Returns ``accuracy``, ``ci95``, ``n_test``, ``chance``, ``confusion``, ``best_epoch``,
     ``val_accuracy``, ``classifier``, ``epochs`` (the maximum) and ``epochs_run`` (before the
-    early stop: :data:`PATIENCE` epochs without a better validation accuracy).
+    early stop: ``patience`` epochs without a better validation accuracy). ``progress`` shows
+    the generator passes and a bar over the audit's epochs.
     """
     if not isinstance(data, DatasetInfo):
         data = open_dataset(data)
@@ -72,38 +72,20 @@ def audit_accuracy(
         generator = keras.saving.load_model(generator, compile=False)
     classes = check_target(data, target)
     arrays = {split: load_split_arrays(data, split, target)[:2] for split in ("train", "val", "test")}
-    xs = {split: generate(generator, x) for split, (x, _) in arrays.items()}
+    what = "original" if generator is None else "generated"
+    xs = {split: generate(generator, x, progress=progress, desc=f"G({split})") for split, (x, _) in arrays.items()}
     ys = {split: y for split, (_, y) in arrays.items()}
-
-    import tensorflow as tf
-
-    from geco_tf.training.batch_norm import batch_norm_layers, recalibrate_batch_norm
 
     keras.utils.set_random_seed(seed)
     model = build_classifier(classifier, len(classes), data.image_size)
     norms = batch_norm_layers(model)
     for norm in norms:
         norm.momentum = BN_MOMENTUM  # Keras' 0.99 lags: inference predicts one class (0.25)
-    steps = epochs * math.ceil(len(ys["train"]) / batch_size)
-    model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
+    fit = fit_classifier(
+        model, (xs["train"], ys["train"]), (xs["val"], ys["val"]), epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, schedule="cosine", patience=patience, progress=progress,
+        desc=f"audit {classifier} on {what} images",
     )
-    best = _BestWeights()
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience)
-    history = model.fit(
-        xs["train"],
-        ys["train"],
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=(xs["val"], ys["val"]),
-        callbacks=[best, stop],
-        shuffle=True,
-        verbose=verbose,
-    )
-    if best.weights is not None:
-        model.set_weights(best.weights)
     # Moving statistics = mean of batch statistics over G(train): the lag of a short run removed.
     recalibrate_batch_norm(model, norms, tf.data.Dataset.from_tensor_slices((xs["train"], ys["train"])).batch(64))
     probs = model.predict(xs["test"], batch_size=128, verbose=0)
@@ -120,24 +102,9 @@ def audit_accuracy(
         "n_test": int(len(y)),
         "chance": 1.0 / c,
         "confusion": confusion.tolist(),
-        "best_epoch": best.epoch,
-        "val_accuracy": best.value,
+        "best_epoch": fit.best_epoch,
+        "val_accuracy": fit.best_val_accuracy,
         "classifier": classifier,
         "epochs": epochs,
-        "epochs_run": len(history.history.get("val_accuracy", [])),
+        "epochs_run": fit.epochs_run,
     }
-
-
-class _BestWeights(keras.callbacks.Callback):
-    """Keeps the weights of the epoch with the best validation accuracy (first of ties)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weights = None
-        self.value = -1.0
-        self.epoch = 0
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        acc = float((logs or {}).get("val_accuracy", -1.0))
-        if acc > self.value:
-            self.value, self.epoch, self.weights = acc, epoch + 1, self.model.get_weights()

@@ -23,23 +23,34 @@ the PNG figures, and ``index.html`` with the figures embedded, so the one file c
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as _dt
 import html
 import json
+import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+import keras
 import numpy as np
 
+import geco_tf.models  # noqa: F401 -- registers the custom classes for deserialisation
+from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
+from geco_tf.data.pipeline import load_split_arrays
 from geco_tf.errors import UserError
-from geco_tf.evaluation import figures
+from geco_tf.evaluation import audit, figures
+from geco_tf.evaluation.checkpoints import restore_epoch
 from geco_tf.evaluation.harmonisation import BASELINE_KINDS, DEFAULT_SIGMAS, default_baselines, nyul_available
-from geco_tf.evaluation.probes import PROBE_MAX_EPOCHS
-from geco_tf.evaluation.stats import accuracy_ci, confusion_matrix, mean_ci, proportion_ci
+from geco_tf.evaluation.probes import PROBE_MAX_EPOCHS, fit_predict_cnn, fit_predict_fourier
+from geco_tf.evaluation.stats import accuracy_ci, confusion_matrix, mean_ci
+from geco_tf.evaluation.utility import UTILITY_LABELS, choose_utility_label, pooled_labels, utility_retained
 from geco_tf.io import write_json_atomic, write_text_atomic
+from geco_tf.metrics import fidelity
+from geco_tf.progress import QUIET, Progress
+from geco_tf.training.baseline import load_baseline
+from geco_tf.training.generate import generate
+from geco_tf.training.run import RunDir
 
 #: An audit counts only where the same model reaches this on original images (design.md).
 AUDIT_POWER = 0.90
@@ -50,8 +61,8 @@ SSIM_TARGET = 0.97
 #: Probes (leakage, utility, Fourier audit) train on at most this many training slices.
 MAX_PROBE_TRAIN = 4000
 EXTRA_LABELS = ("manufacturer", "field_strength", "modality", "lesion")
-
-Progress = Callable[[str], None]
+#: The numbered steps :func:`evaluate_run` announces on its ``progress`` (for the ``[k/n]`` prefix).
+EVALUATE_STEPS = 9
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,19 +78,7 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
-def read_history(path: Path) -> list[dict]:
-    """Rows of ``history.csv`` (empty when the file is absent)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _load_model(path: Path, what: str):
-    import keras
-
-    import geco_tf.models  # noqa: F401 -- registers the custom classes for deserialisation
-
+def _load_model(path: Path, what: str) -> keras.Model:
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
     try:
@@ -88,39 +87,17 @@ def _load_model(path: Path, what: str):
         raise UserError(f"{path}: cannot load {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
-def _resolve_data(run_dir: Path, config: dict, data_dir: str | os.PathLike | None):
-    from geco_tf.data.dataset import open_dataset
-
+def _resolve_data(run: RunDir, config: dict, data_dir: str | os.PathLike | None) -> DatasetInfo:
+    """``data_dir``, else the dataset ``geco-tf train`` recorded in ``RUN/config.json`` (``data``;
+    a relative path is tried as given, then relative to the run)."""
     if data_dir is None:
-        for key in ("data_dir", "data", "dataset", "dataset_path"):
-            value = config.get(key)
-            if isinstance(value, str) and value:
-                data_dir = value
-                break
-    if data_dir is None:
-        raise UserError(f"{run_dir / 'config.json'}: names no dataset; pass --data DATA")
+        data_dir = config.get("data")
+    if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
+        raise UserError(f"{run.config}: names no dataset; pass --data DATA")
     path = Path(data_dir)
-    if not path.is_absolute() and not path.exists() and (run_dir / path).exists():
-        path = run_dir / path
+    if not path.is_absolute() and not path.exists() and (run.path / path).exists():
+        path = run.path / path
     return open_dataset(path)
-
-
-def _load_baseline(baseline_dir: Path):
-    """``BASELINE/baseline.keras`` through the baseline's own loader (it registers the
-    DeepDicomSort input adapter), falling back to plain loading."""
-    if not (baseline_dir / "baseline.keras").is_file():
-        raise UserError(f"{baseline_dir}: no baseline.keras (not a `geco-tf baseline` run directory)")
-    try:
-        from geco_tf.training.baseline import load_baseline
-    except ImportError:
-        return _load_model(baseline_dir / "baseline.keras", "baseline classifier")
-    return load_baseline(baseline_dir)
-
-
-def _generate(generator, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """G(X) in batches, inference mode."""
-    out = [np.asarray(generator(images[i : i + batch_size], training=False)) for i in range(0, len(images), batch_size)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros_like(images)
 
 
 def _predict(classifier, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
@@ -138,39 +115,31 @@ def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
 # the audit
 
 
-def _dds_audit(generator, data, target: str, epochs: int | None, seed: int, n_test: int) -> dict:
-    """The DDS-style audit of :mod:`geco_tf.evaluation.audit` (the training engineer's), run on
-    generated images and on originals (its power), in the report's own shape."""
-    from geco_tf.evaluation import audit
-
-    kwargs = {"classifier": "dds", "seed": seed}
+def _dds_audit(generator, data, target: str, epochs: int | None, seed: int, progress: Progress) -> dict:
+    """The DDS-style audit (:func:`geco_tf.evaluation.audit.audit_accuracy`) on generated
+    images and, for its power, on originals, in the report's shape."""
+    kwargs = {"classifier": "dds", "seed": seed, "progress": progress}
     if epochs is not None:
-        kwargs["epochs"] = epochs
+        kwargs["epochs"] = kwargs["patience"] = epochs
+    progress.step("audit: a fresh DDS-style classifier trained on generated images")
     on_generated = audit.audit_accuracy(generator, data, target, **kwargs)
-    if "accuracy_audit_original" in on_generated:  # the combined form: one call, both numbers
-        on_original = {"accuracy": on_generated["accuracy_audit_original"]}
-        on_generated = {**on_generated, "accuracy": on_generated["accuracy_audit"]}
-    else:
-        on_original = audit.audit_accuracy(None, data, target, **kwargs)
-    acc, power = float(on_generated["accuracy"]), float(on_original["accuracy"])
-    n = int(on_generated.get("n_test", n_test))
+    progress.step("audit power: the same classifier trained on original images")
+    on_original = audit.audit_accuracy(None, data, target, **kwargs)
     return {
         "model": "DDS-style CNN, trained from scratch",
-        "accuracy": acc,
-        "ci95": on_generated.get("ci95") or proportion_ci(acc, n),
-        "accuracy_original": power,
-        "ci95_original": on_original.get("ci95") or proportion_ci(power, n),
-        "confusion": on_generated.get("confusion") or on_generated.get("confusion_audit"),
-        "confusion_original": on_original.get("confusion"),
-        "best_epoch": on_generated.get("best_epoch"),
-        "best_epoch_original": on_original.get("best_epoch"),
-        "epochs": on_generated.get("epochs", epochs),
+        "accuracy": float(on_generated["accuracy"]),
+        "ci95": on_generated["ci95"],
+        "accuracy_original": float(on_original["accuracy"]),
+        "ci95_original": on_original["ci95"],
+        "confusion": on_generated["confusion"],
+        "confusion_original": on_original["confusion"],
+        "best_epoch": on_generated["best_epoch"],
+        "best_epoch_original": on_original["best_epoch"],
+        "epochs": on_generated["epochs"],
     }
 
 
 def _fourier_audit(x_train, g_train, y_train, x_test, g_test, y_test, n_classes: int, seed: int) -> dict:
-    from geco_tf.evaluation.probes import fit_predict_fourier
-
     pred_gen = fit_predict_fourier(g_train, y_train, g_test, seed=seed)
     pred_orig = fit_predict_fourier(x_train, y_train, x_test, seed=seed)
     gen, orig = accuracy_ci(y_test, pred_gen), accuracy_ci(y_test, pred_orig)
@@ -247,7 +216,8 @@ def evaluate_run(
     baselines: Sequence[str] = BASELINE_KINDS,
     n_panels: int = 4,
     seed: int = 0,
-    progress: Progress | None = None,
+    epoch: int | None = None,
+    progress: Progress = QUIET,
 ) -> dict:
     """Evaluate a GECO run on the test split and write ``out_dir/{metrics.json,*.png,index.html}``.
 
@@ -266,19 +236,14 @@ def evaluate_run(
         baselines: which harmonisation baselines to run (names in ``BASELINE_KINDS``).
         n_panels: slices shown as original / generated / difference.
         seed: seeds every probe and audit.
-        progress: called with the name of each stage as it starts.
+        epoch: evaluate this epoch's generator and co-trained classifier, restored from
+            ``RUN/checkpoints`` (:mod:`geco_tf.evaluation.checkpoints`), instead of the epoch
+            the run kept: what another selection rule would have given.
+        progress: announces each of the :data:`EVALUATE_STEPS` steps and draws a bar (with an
+            estimate) inside the long ones: the generator passes and every classifier trained.
 
     Returns the metrics dict also written to ``metrics.json``.
     """
-    from geco_tf.data.dataset import check_target
-    from geco_tf.data.pipeline import load_split_arrays
-    from geco_tf.metrics import fidelity
-    from geco_tf.evaluation.probes import fit_predict_cnn, fit_predict_fourier
-    from geco_tf.evaluation.utility import UTILITY_LABELS, choose_utility_label, pooled_labels, utility_retained
-
-    say = progress or (lambda stage: None)
-    import logging
-
     # Each probe is a fresh Keras model, so tf.function retraces by design; the warning is noise.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -286,18 +251,22 @@ def evaluate_run(
         raise UserError(f"{run_dir}: run directory does not exist")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is a file, not a directory")
-    config = _read_json(run_dir / "config.json")
-    run_metrics = _read_json(run_dir / "metrics.json")
+    run = RunDir(run_dir)
+    config = _read_json(run.config)
+    run_metrics = _read_json(run.metrics)
     target = config.get("target") or run_metrics.get("target")
     if not target:
-        raise UserError(f"{run_dir / 'config.json'}: names no target (is this a `geco-tf train` run?)")
+        raise UserError(f"{run.config}: names no target (is this a `geco-tf train` run?)")
 
-    say("loading run and data")
-    data = _resolve_data(run_dir, config, data_dir)
+    progress.step("loading the run and the data")
+    data = _resolve_data(run, config, data_dir)
     classes = check_target(data, target, splits=("train", "test"))
     n_classes, chance = len(classes), 1.0 / len(classes)
-    generator = _load_model(run_dir / "generator.keras", "generator")
-    classifier = _load_model(run_dir / "classifier.keras", "co-trained classifier")
+    generator = _load_model(run.generator, "generator")
+    classifier = _load_model(run.classifier, "co-trained classifier")
+    if epoch is not None:
+        restore_epoch(run_dir, epoch, generator, classifier)
+        progress.note(f"epoch {epoch}'s generator and co-trained classifier, from {run.checkpoints}")
     x_train, y_train, lab_train = load_split_arrays(data, "train", target, with_labels=EXTRA_LABELS)
     x_test, y_test, lab_test = load_split_arrays(data, "test", target, with_labels=EXTRA_LABELS)
     if len(x_test) == 0 or len(x_train) == 0:
@@ -306,26 +275,22 @@ def evaluate_run(
     x_train, y_train = x_train[pick], y_train[pick]
     lab_train = {k: v[pick] for k, v in lab_train.items()}
 
-    say("generating")
-    g_train, g_test = _generate(generator, x_train), _generate(generator, x_test)
+    progress.step(f"generating: G on {len(x_train)} training and {len(x_test)} test slices")
+    g_train = generate(generator, x_train, progress=progress, desc="G(train)")
+    g_test = generate(generator, x_test, progress=progress, desc="G(test)")
 
-    say("co-trained classifier")
+    progress.step("co-trained classifier and fidelity (SSIM, PSNR) on the test split")
     pred_co = _predict(classifier, g_test)
     cotrained = accuracy_ci(y_test, pred_co)
     confusion_co = confusion_matrix(y_test, pred_co, n_classes)
-
-    say("fidelity")
     fid = fidelity(x_test, g_test)
     ssim_stats, psnr_stats = mean_ci(fid["ssim"]), mean_ci(fid["psnr"])
 
-    say("audit (DDS-style, from scratch)")
-    audit_dds = _dds_audit(generator, data, target, audit_epochs, seed, len(x_test))
-    say("audit (Fourier linear probe)")
+    audit_dds = _dds_audit(generator, data, target, audit_epochs, seed, progress)
+    progress.step("audit: the Fourier linear probe" + (", and the baseline classifier" if baseline_dir else ""))
     audit_fourier = _fourier_audit(x_train, g_train, y_train, x_test, g_test, y_test, n_classes, seed)
-
-    say("baseline")
     if baseline_dir is not None:
-        baseline = _load_baseline(Path(baseline_dir))
+        baseline = load_baseline(baseline_dir)
         original = accuracy_ci(y_test, _predict(baseline, x_test))
         original_source = f"baseline classifier {Path(baseline_dir) / 'baseline.keras'} on original test images"
     else:
@@ -333,7 +298,7 @@ def evaluate_run(
         original = {"accuracy": acc, "ci95": audit_dds["ci95_original"], "n": len(x_test)}
         original_source = "no --baseline given: the DDS audit model trained and tested on original images"
 
-    say("utility")
+    progress.step("utility: a label that is not the scanner, learnt on original and on generated images")
     pooled_train, pooled_test, pooled_classes = {}, {}, {}
     for name in UTILITY_LABELS:
         pooled_train[name], pooled_classes[name] = pooled_labels(name, lab_train[name], data.classes(name))
@@ -342,18 +307,19 @@ def evaluate_run(
     if label is not None:
         utility = utility_retained(
             x_train, g_train, pooled_train[label], x_test, g_test, pooled_test[label], len(pooled_classes[label]),
-            epochs=probe_epochs, seed=seed,
+            epochs=probe_epochs, seed=seed, progress=progress,
         )
         utility["label"] = label
         utility["classes"] = pooled_classes[label]
     else:
         utility = {"utility_retained": math.nan, "label": None, "why": "no non-scanner label with 2+ classes in train and test"}
 
-    say("harmonisation baselines")
+    progress.step(f"leakage of harmonisation baselines beside GECO ({', '.join(baselines)}, GECO)")
 
     def leak(name: str, label: str, kind: str, h_train: np.ndarray, h_test: np.ndarray, ssim: float) -> dict:
         """Both fresh probes on harmonised images; the plotted leakage is the stronger one."""
-        cnn = accuracy_ci(y_test, fit_predict_cnn(h_train, y_train, h_test, n_classes, epochs=probe_epochs, seed=seed))
+        cnn = accuracy_ci(y_test, fit_predict_cnn(h_train, y_train, h_test, n_classes, epochs=probe_epochs, seed=seed,
+                                                  progress=progress, desc=f"small CNN probe on {name}"))
         fourier = accuracy_ci(y_test, fit_predict_fourier(h_train, y_train, h_test, seed=seed))
         best = max((cnn, fourier), key=lambda a: a["accuracy"])
         return {"name": name, "label": label, "kind": kind, "ssim": ssim, "leakage": best["accuracy"], "ci95": best["ci95"],
@@ -366,7 +332,7 @@ def evaluate_run(
         leakage.append(leak(h.name, h.label, "baseline", h_train, h_test, float(np.mean(fidelity(x_test, h_test)["ssim"]))))
     leakage.append(leak("GECO", "GECO generator", "geco", g_train, g_test, ssim_stats["mean"]))
 
-    say("per modality")
+    progress.step("per modality, figures and the HTML report")
     per_modality = _per_modality(data, lab_test, y_test, pred_co, fid["ssim"])
 
     result_verdict = verdict([audit_dds, audit_fourier], chance, ssim_stats["mean"], target)
@@ -415,6 +381,7 @@ def evaluate_run(
         ),
         "nyul_available": nyul_available(),
         "best_epoch": run_metrics.get("best_epoch"),
+        "epoch": epoch if epoch is not None else run_metrics.get("best_epoch"),
         "run_dir": str(run_dir),
         "data_dir": str(data.path),
         "baseline_dir": str(baseline_dir) if baseline_dir is not None else None,
@@ -423,9 +390,8 @@ def evaluate_run(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
-    say("figures and report")
     out_dir.mkdir(parents=True, exist_ok=True)
-    history = read_history(run_dir / "history.csv")
+    history = run.read_history()
     figs = _draw(out_dir, metrics, history, x_test, g_test, y_test, lab_test, data, fid, n_panels)
     metrics["figures"] = {k: p.name for k, p in figs.items()}
     write_json_atomic(out_dir / "metrics.json", _finite(metrics))
@@ -493,7 +459,7 @@ def _draw(out_dir: Path, m: dict, history: list[dict], x_test, g_test, y_test, l
         f"Audit (Fourier linear probe, fresh) on G(X): acc {m['accuracy_audit_fourier']:.3f}",
         out_dir / "confusion_audit_fourier.png")
     if history:
-        best = m.get("best_epoch")
+        best = m.get("epoch")
         figs["history"] = figures.history_figure(history, m["chance"], out_dir / "history.png",
                                                  best_epoch=int(best) if best is not None else None, ssim_target=SSIM_TARGET)
     pick = _panel_indices(y_test, n_panels)
@@ -566,7 +532,8 @@ def headline_table(m: dict) -> str:
     w1 = max(len(r[0]) for r in rows)
     w2 = max(len(r[1]) for r in rows)
     lines = [
-        f"GECO evaluation: target {m['target']} ({len(m['classes'])} classes), test split {m['n_test']} slices",
+        f"GECO evaluation: target {m['target']} ({len(m['classes'])} classes), test split {m['n_test']} slices"
+        + (f", epoch {m['epoch']}" if m.get("epoch") is not None else ""),
         "",
         f"{'metric':<{w1}}  {'value':>{w2}}  95% CI",
         "-" * (w1 + w2 + 16),
@@ -647,7 +614,8 @@ def render_html(m: dict, figs: dict[str, Path], history: list[dict]) -> str:
 <style>{STYLE}</style></head><body>
 <h1>GECO evaluation report: {html.escape(m['target'])}</h1>
 <p class="note">Run <code>{html.escape(m['run_dir'])}</code>, data <code>{html.escape(m['data_dir'])}</code>,
-test split ({m['n_test']} slices), created {html.escape(m['created'])}.</p>
+test split ({m['n_test']} slices), epoch {html.escape(str(m.get('epoch')))} (the run kept epoch
+{html.escape(str(m.get('best_epoch')))}), created {html.escape(m['created'])}.</p>
 <div class="verdict {html.escape(v['status'])}">VERDICT: {html.escape(v['text'])}</div>
 
 <h2>Headline</h2>

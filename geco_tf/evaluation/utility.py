@@ -16,6 +16,7 @@ import numpy as np
 
 from geco_tf.evaluation.probes import fit_predict_cnn
 from geco_tf.evaluation.stats import accuracy_ci
+from geco_tf.progress import QUIET, Progress
 
 #: Labels tried in this order; the first with at least two classes in train and test is used.
 UTILITY_LABELS = ("modality", "lesion")
@@ -70,6 +71,7 @@ def utility_retained(
     num_classes: int,
     epochs: int = 6,
     seed: int = 0,
+    progress: Progress = QUIET,
 ) -> dict:
     """Train the same probe on originals and on generated images; return both accuracies with
     95% CIs and their ratio.
@@ -79,8 +81,10 @@ def utility_retained(
     """
     keep_tr, keep_te = np.asarray(y_train) >= 0, np.asarray(y_test) >= 0
     y_tr, y_te = np.asarray(y_train)[keep_tr], np.asarray(y_test)[keep_te]
-    pred_orig = fit_predict_cnn(x_train[keep_tr], y_tr, x_test[keep_te], num_classes, epochs=epochs, seed=seed)
-    pred_gen = fit_predict_cnn(g_train[keep_tr], y_tr, g_test[keep_te], num_classes, epochs=epochs, seed=seed)
+    pred_orig = fit_predict_cnn(x_train[keep_tr], y_tr, x_test[keep_te], num_classes, epochs=epochs, seed=seed,
+                                progress=progress, desc="utility probe on originals")
+    pred_gen = fit_predict_cnn(g_train[keep_tr], y_tr, g_test[keep_te], num_classes, epochs=epochs, seed=seed,
+                               progress=progress, desc="utility probe on generated")
     original, generated = accuracy_ci(y_te, pred_orig), accuracy_ci(y_te, pred_gen)
     ratio = generated["accuracy"] / original["accuracy"] if original["accuracy"] > 0 else float("nan")
     return {"utility_retained": ratio, "original": original, "generated": generated}

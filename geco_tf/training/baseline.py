@@ -33,11 +33,11 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers
 
 from geco_tf.data.dataset import check_target, open_dataset
@@ -54,7 +54,9 @@ from geco_tf.models.deepdicomsort import (
     load_backbone,
     read_dds_hdf5,
 )
-from geco_tf.training.batch_norm import recalibrate_batch_norm  # noqa: F401 - re-exported
+from geco_tf.progress import QUIET, Progress
+from geco_tf.training.batch_norm import recalibrate_batch_norm
+from geco_tf.training.classifier_fit import fit_classifier
 
 #: The paper's three epochs for a new head on the pretrained, frozen backbone.
 DEFAULT_EPOCHS_PRETRAINED = 3
@@ -67,6 +69,8 @@ DEFAULT_LEARNING_RATE = 1e-3
 #: steps for the per-epoch validation numbers to mean anything (see recalibrate_batch_norm).
 TRAINING_BN_MOMENTUM = 0.9
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+#: Step lines :func:`run_baseline` announces on its ``progress``: prepare, train, test.
+BASELINE_STEPS = 3
 
 
 def default_epochs(pretrained: bool) -> int:
@@ -142,60 +146,19 @@ def load_baseline(run_dir: str | os.PathLike) -> keras.Model:
     return model
 
 
-def _features(
-    extractor: keras.Model, ds, what: str, log: Callable[[str], None], verbose: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _features(extractor: keras.Model, ds, what: str, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
     """Flattened frozen-backbone features and labels of one split (the backbone runs once)."""
     batches = int(ds.cardinality())
-    log(f"computing frozen-backbone features of the {what} split at 256x256 (once, {batches} batches)")
-    bar = keras.utils.Progbar(batches, verbose=verbose) if verbose else None
     feats, labels = [], []
-    for i, (images, y) in enumerate(ds, start=1):
+    for images, y in progress.track(ds, total=batches, desc=f"backbone features of {what}"):
         feats.append(np.asarray(extractor.predict_on_batch(images)))
         labels.append(y.numpy())
-        if bar is not None:
-            bar.update(i)
     return np.concatenate(feats), np.concatenate(labels)
 
 
 def _sized(ds, n: int, batch_size: int):
     """Tell Keras how many batches a split has (the label filter hides it), so epochs end cleanly."""
-    import tensorflow as tf
-
     return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch_size)))
-
-
-class KeepBestEpoch(keras.callbacks.Callback):
-    """Restore, after training, the weights of the epoch with the best validation accuracy
-    (lower validation loss breaks ties). Why: a from-scratch run on small data can have one bad
-    last epoch (validation accuracy 0.96 -> 0.49 -> 0.95 has been seen); the test split must not
-    depend on where the run happened to stop."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.best: tuple[float, float] | None = None
-        self.best_epoch = 0
-        self._weights: list | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        key = (float(logs.get("val_accuracy", 0.0)), -float(logs.get("val_loss", 0.0)))
-        if self.best is None or key > self.best:
-            self.best, self.best_epoch, self._weights = key, epoch + 1, self.model.get_weights()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
-
-
-def _compile(model: keras.Model, learning_rate: float, steps: int) -> None:
-    """Adam with cosine decay to zero over the run: the last epochs settle instead of oscillating."""
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1))
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
 
 
 def run_baseline(
@@ -208,16 +171,16 @@ def run_baseline(
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
     learning_rate: float = DEFAULT_LEARNING_RATE,
-    verbose: int = 0,
-    log: Callable[[str], None] | None = None,
+    progress: Progress = QUIET,
 ) -> dict:
     """Train the DeepDicomSort baseline on ``data_dir`` and write the run directory ``out_dir``.
 
-    ``epochs=None`` picks :func:`default_epochs` (3 with weights, 16 from scratch). ``verbose`` is
-    passed to ``keras.Model.fit`` (1 progress bar, 2 one line per epoch); ``log`` receives
-    one-line status messages. Returns the metrics written to ``RUN/metrics.json``.
+    ``epochs=None`` picks :func:`default_epochs` (3 with weights, 16 from scratch). The
+    classifier is fitted by :func:`geco_tf.training.classifier_fit.fit_classifier` (best
+    validation epoch kept). ``progress`` shows each step and a bar over the epochs (and over the
+    backbone's passes with weights). Returns the metrics written to ``RUN/metrics.json``.
     """
-    log = log or (lambda message: None)
+    log = progress.note
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: output exists and is a file, not a directory")
@@ -241,46 +204,46 @@ def run_baseline(
     start = time.time()
 
     if pretrained:
-        log(
+        progress.step(
             f"pretrained: DeepDicomSort weights {weights.path} (sha256 {weights.sha256[:12]}...); "
-            f"{size}x{size} slices resampled to {ORIGINAL_INPUT_SIZE}x{ORIGINAL_INPUT_SIZE}, backbone frozen, "
-            f"new head for {len(classes)} classes, {epochs} epochs"
+            f"{size}x{size} slices resampled to {ORIGINAL_INPUT_SIZE}x{ORIGINAL_INPUT_SIZE}, backbone frozen"
         )
         model, backbone = build_pretrained_baseline(len(classes), size, weights)
         extractor = _feature_model(model)
-        x_train, y_train = _features(extractor, train_ds, "train", log, verbose)
-        x_val, y_val = _features(extractor, val_ds, "val", log, verbose)
-        x_test, y_test = _features(extractor, test_ds, "test", log, verbose)
+        x_train, y_train = _features(extractor, train_ds, "train", progress)
+        x_val, y_val = _features(extractor, val_ds, "val", progress)
+        x_test, y_test = _features(extractor, test_ds, "test", progress)
         head = _head_model(model, x_train.shape[1])
-        _compile(head, learning_rate, epochs * math.ceil(len(y_train) / batch_size))
-        log(f"training the head: {n['train']} train / {n['val']} val slices of {target!r}")
-        keep = KeepBestEpoch()
-        history = head.fit(
-            x_train, y_train, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val),
-            shuffle=True, verbose=verbose, callbacks=[keep],
+        progress.step(
+            f"training the head: {n['train']} train / {n['val']} val slices of {target!r}, {len(classes)} classes, "
+            f"{epochs} epochs"
         )
-        log(f"kept epoch {keep.best_epoch} (best validation accuracy {keep.best[0]:.4f})")
+        fit = fit_classifier(
+            head, (x_train, y_train), (x_val, y_val), epochs=epochs, batch_size=batch_size,
+            learning_rate=learning_rate, progress=progress, desc="baseline head",
+        )
+        log(f"kept epoch {fit.best_epoch} (best validation accuracy {fit.best_val_accuracy:.4f})")
+        progress.step("testing")
         probabilities = head.predict(x_test, batch_size=256, verbose=0)
         classifier_config = {"backbone": backbone.get_config(), "head": [model.get_layer(n).get_config() for n in HEAD_LAYERS]}
     else:
         padding = choose_padding(size)  # DeepDicomSort's own layout (per-position alphas) where it fits
         prelu = "position" if padding == "valid" else "channel"
         model = build_classifier("dds", len(classes), size, padding=padding, prelu=prelu, dropout=DROPOUT)
-        log(
-            f"not pretrained: no --dds-weights given, training the DeepDicomSort architecture from scratch "
-            f"at {size}x{size} (padding {model.padding!r}) for {epochs} epochs on {n['train']} train slices of "
-            f"{target!r}"
+        progress.step(
+            f"not pretrained: no --dds-weights given, the DeepDicomSort architecture from scratch "
+            f"at {size}x{size} (padding {model.padding!r}), target {target!r}"
         )
+        progress.step(f"training for {epochs} epochs on {n['train']} train / {n['val']} val slices")
         norms = model.backbone.norms
         for norm in norms:  # see TRAINING_BN_MOMENTUM
             norm.momentum = TRAINING_BN_MOMENTUM
-        _compile(model, learning_rate, epochs * math.ceil(n["train"] / batch_size))
-        keep = KeepBestEpoch()
-        history = model.fit(
-            train_ds, epochs=epochs, validation_data=val_ds, shuffle=False, verbose=verbose, callbacks=[keep]
+        fit = fit_classifier(
+            model, train_ds, val_ds, epochs=epochs, learning_rate=learning_rate, progress=progress,
+            desc="baseline classifier",
         )
-        log(f"kept epoch {keep.best_epoch} (best validation accuracy {keep.best[0]:.4f})")
-        log("recalibrating batch-norm statistics over the training split (one forward pass)")
+        log(f"kept epoch {fit.best_epoch} (best validation accuracy {fit.best_val_accuracy:.4f})")
+        progress.step("recalibrating batch-norm statistics over the training split, then testing")
         recalibrate_batch_norm(model, norms, make_dataset(data, "train", target, 128))
         probabilities, y_test = [], []
         for images, y in test_ds:
@@ -305,7 +268,7 @@ def run_baseline(
         "pretrained": pretrained,
         "loss_original": test_loss,
         "epochs": epochs,
-        "best_epoch": keep.best_epoch,
+        "best_epoch": fit.best_epoch,
     }
     config = {
         "command": "baseline",
@@ -337,7 +300,7 @@ def run_baseline(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config.json", config)
-    write_text_atomic(out_dir / "history.csv", _history_csv(history.history))
+    write_text_atomic(out_dir / "history.csv", _history_csv(fit.history))
     with atomic_path(out_dir / "baseline.keras", suffix=".keras") as tmp:
         model.save(tmp)
     write_json_atomic(out_dir / "metrics.json", metrics)
