@@ -22,17 +22,17 @@ def command() -> None:
 
 
 @command.command("build")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory written by `geco-tf train`.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--run", "run_dir", required=True, metavar="RUN", type=click.Path(file_okay=False), help="Run directory written by `geco-tf train`.")
+@click.option("--data", "data_dir", metavar="DATA", type=click.Path(file_okay=False), default=None,
               help="Dataset directory (default: the one named in RUN/config.json); its test split is used.")
-@click.option("--out", "out_dir", required=True, callback=lambda c, p, v: output_dir(v, "--out"),
+@click.option("--out", "out_dir", required=True, metavar="KIT", callback=lambda c, p, v: output_dir(v, "--out"),
               help="Kit directory to write: KIT/index.html, the one file to hand out.")
 @click.option("--pairs", type=click.IntRange(0, 99), default=10, show_default=True,
               help="Part A: pairs (an image and its edit, left/right at random).")
 @click.option("--ratings", type=click.IntRange(0, 99), default=20, show_default=True,
               help="Part B: single images to score 1-10, half of them edited.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the slice choice and the order (same seed: same kit).")
-@click.option("--key", "key_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--seed", type=int, metavar="S", default=0, show_default=True, help="Seed of the slice choice and the order (same seed: same kit).")
+@click.option("--key", "key_path", metavar="KEY.json", type=click.Path(dir_okay=False), default=None,
               help="Where the key goes (default: KIT-key.json beside KIT; never inside KIT).")
 @click.option("--title", default="Reader study", show_default=True, help="Heading of the page.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
@@ -62,9 +62,9 @@ def build(run_dir, data_dir, out_dir, pairs, ratings, seed, key_path, title, qui
 
 
 @command.command("score")
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="The key written by `reader-study build`.")
+@click.option("--key", "key_path", required=True, metavar="KEY.json", type=click.Path(dir_okay=False), help="The key written by `reader-study build`.")
 @click.argument("answers", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", required=True, callback=lambda c, p, v: output_dir(v, "--out"),
+@click.option("--out", "out_dir", required=True, metavar="DIR", callback=lambda c, p, v: output_dir(v, "--out"),
               help="Directory for summary.json, figure3.png and table.txt.")
 def score(key_path, answers, out_dir) -> None:
     """Score readers' exported answers against the key (the paper's Figure 3).
