@@ -286,3 +286,13 @@ def test_build_refuses_key_inside_kit_and_too_many_items(tmp_path, edit_run):
     result = _run("reader-study", "build", "--run", str(edit_run), "--out", str(tmp_path / "notes"), "--quiet")
     assert result.exit_code == 2 and "holds no kit" in result.output
     assert (tmp_path / "notes" / "mine.txt").read_text() == "keep"
+
+
+def test_docs_show_the_current_help_of_build_and_score():
+    """docs/reader-study.md quotes both subcommands' --help; it must not drift from the options."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "reader-study.md").read_text()
+    for sub in ("build", "score"):
+        start = text.index(f"```text\nUsage: geco-tf reader-study {sub} ") + len("```text\n")
+        shown = text[start : text.index("```", start)]
+        current = CliRunner().invoke(cli, ["reader-study", sub, "--help"], terminal_width=80, prog_name="geco-tf").output
+        assert shown == current, f"docs/reader-study.md: `geco-tf reader-study {sub} --help` is stale"
