@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -31,50 +33,48 @@ Examples:
 @click.option(
     "--strip-vendor-tags",
     is_flag=True,
-    help="DICOM: blank Manufacturer, ManufacturerModelName, DeviceSerialNumber, SoftwareVersions, "
-    "StationName, InstitutionName and remove private tags.",
+    help="DICOM: remove every element that tells manufacturer or field strength (Manufacturer emptied; model, "
+    "station, serial, software, coil and sequence names, MagneticFieldStrength, ImagingFrequency, private groups "
+    "removed) and regenerate the UIDs under one neutral root, consistently within the run.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace outputs that already exist (default: finished ones are kept, other existing files are skipped).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Slices per model call.")
-def command(model: str, input_path: str, output: str, strip_vendor_tags: bool, batch_size: int) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bar or skip lines on stderr.")
+def command(
+    model: str, input_path: str, output: str, strip_vendor_tags: bool, overwrite: bool, batch_size: int, quiet: bool
+) -> None:
     """De-artifact INPUT: a NIfTI file, a DICOM file, or a directory of any depth holding both.
 
     NIfTI: every axial slice goes through the generator; the file keeps its affine, header and
-    data type. DICOM: each series becomes a new derived series (new UIDs, ImageType
-    DERIVED\\SECONDARY, same geometry, pixel data in the original representation). Inputs that
-    cannot be read are listed and skipped (OUTPUT/deartifact-skipped.csv); every output file is
-    written atomically.
+    data type. DICOM: each MR series becomes a new derived series (new UIDs, ImageType
+    DERIVED\\SECONDARY, same geometry, pixel data in the original representation); other
+    modalities are skipped. --out must not overlap INPUT (exit 2 otherwise): the originals are
+    only read. Inputs that cannot be used are listed and skipped (OUTPUT/skipped.csv); every
+    output is written atomically and marked done, so a rerun into the same --out continues
+    where the last one stopped.
     """
-    from pathlib import Path
+    from geco_tf.export.deartifact import SKIPPED_FILE, deartifact_path
+    from geco_tf.progress import Progress
 
-    from geco_tf.export.deartifact import InputSkipped, Summary, finish, plan, run_job
-    from geco_tf.export.load import load_deartifactor
-
-    jobs, skipped = plan(input_path, output)
-    summary = Summary(skipped=list(skipped))
-    if jobs:
-        fn, description = load_deartifactor(model)
-        click.echo(f"model: {description}", err=True)
-        model_name = Path(model).name
-        with click.progressbar(
-            jobs,
-            label="de-artifacting",
-            item_show_func=lambda j: j.label if j else "",
-            file=click.get_text_stream("stderr"),
-        ) as bar:
-            for job in bar:
-                try:
-                    summary.done.append(
-                        run_job(
-                            fn, job, strip_vendor_tags=strip_vendor_tags, model_name=model_name, batch_size=batch_size
-                        )
-                    )
-                except InputSkipped as exc:
-                    summary.skipped.append((job.label, str(exc)))
+    progress = Progress(quiet=quiet)
+    summary = deartifact_path(
+        model,
+        input_path,
+        output,
+        strip_vendor_tags=strip_vendor_tags,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        progress=progress,
+    )
     for path, reason in summary.skipped:
-        click.echo(f"skipped {path}: {reason}", err=True)
-    skipped_csv = finish(summary, input_path, output)
+        progress.note(f"skipped {path}: {reason}")
     for outcome in summary.done:
         notes = f" ({'; '.join(outcome.notes)})" if outcome.notes else ""
         click.echo(f"{outcome.job.output}: {outcome.images} slices, {outcome.mode}, {outcome.seconds:.1f} s{notes}")
-    tail = f"; list in {skipped_csv}" if skipped_csv else ""
-    click.echo(f"done: {len(summary.done)} volume(s)/series, {len(summary.skipped)} skipped{tail}")
+    before = f", {len(summary.finished_before)} finished earlier (kept)" if summary.finished_before else ""
+    tail = f"; list in {Path(output) / SKIPPED_FILE}" if summary.skipped and Path(output).is_dir() else ""
+    click.echo(f"done: {len(summary.done)} volume(s)/series{before}, {len(summary.skipped)} skipped{tail}")

@@ -1,73 +1,138 @@
 """``geco-tf deartifact``: run a trained generator over users' NIfTI volumes and DICOM series.
 
-Slices go through the generator in the layout it was trained on: the volume is permuted and
-flipped (no interpolation) to axial LPS, array ``[slice, row, column]`` running
-inferior->superior, anterior->posterior, right->left, exactly as ``geco_tf.data.nifti`` and
-``geco_tf.data.dicom`` build the training slices; the result is put back in the file's own
-orientation. A volume whose axial plane would be thinner than :data:`MIN_AXIAL_SIDE` pixels (a
-single sagittal slice, a stack of a few coronal ones) cannot give axial slices; it is processed
-in its own acquisition plane instead, and the result says so (``mode="native"``).
+The work is three public stages with stable names, called in this order by the local loop
+(:func:`deartifact_path`) and by a distributed runner alike (e.g. one Apache Beam DoFn calling
+:func:`run_job` per job):
 
-Outputs keep what the reader relies on: a NIfTI file keeps its affine, its header (byte for
-byte, scaling included) and its on-disk data type, values rounded and clipped to that type's
-range; DICOM is handled by :mod:`geco_tf.export.dicom_writer`. Every output file is written
-atomically; inputs that cannot be read are reported and skipped, never fatal for a directory.
+:func:`plan` ``(input_path, output, *, strip_vendor_tags, model_name, batch_size) -> (jobs, skipped)``
+    Finds the NIfTI files and DICOM series (one :class:`Job` each, picklable, carrying every
+    option a worker needs) and what cannot be used (``(path, reason)``: not DICOM, no image,
+    not MR). Refuses with :class:`~geco_tf.errors.UserError` any ``output`` that overlaps the
+    input tree in either direction (the same folder, ``output`` inside INPUT, INPUT inside
+    ``output``, ``output`` equal to an input file or, for a file INPUT, its own folder) and any
+    output path that is an input (symlinks and hard links included). Writes nothing except,
+    with ``strip_vendor_tags``, the run's UID key ``OUTPUT/.geco-uid-key`` (kept so that a
+    resumed run maps UIDs the same way).
+:func:`run_job` ``(model_fn, job, overwrite=False) -> Outcome``
+    De-artifacts one job and never raises for a bad input: an unreadable file, a MemoryError
+    or an unwritable output gives ``Outcome.status == "skipped"`` with the reason. Outputs are
+    written atomically (temporary name, then rename); a ``.partial`` marker is written before
+    the first output and the job's **completion marker** (``.<name>.done`` beside a NIfTI
+    output, ``.series-<hash>.done`` in a DICOM output folder) after the last. A job whose
+    marker exists is not redone (``status == "finished-before"``); its own stale temporaries
+    (``.<output name>.*.tmp*``) are removed first; an existing output that no unfinished run of
+    ours left behind is never replaced unless ``overwrite``.
+:func:`finish` ``(summary, input_path, output) -> Path | None``
+    Writes ``OUTPUT/skipped.csv`` (path, reason) and raises :class:`UserError` when nothing at
+    all was (or had been) de-artifacted.
+
+The originals are only ever read. Slices go through the model in the training layout
+(:mod:`geco_tf.export.slices`: axial LPS, non-finite voxels out as the background); NIfTI is
+written by :mod:`geco_tf.export.nifti_writer`, DICOM by :mod:`geco_tf.export.dicom_writer`
+(and :mod:`geco_tf.export.vendor_tags` for ``--strip-vendor-tags``).
 """
 
 from __future__ import annotations
 
 import csv
+import glob
+import hashlib
 import io
+import json
 import os
+import secrets
+import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+import tensorflow as tf
 
 from geco_tf.errors import UserError
-from geco_tf.io import atomic_path, write_text_atomic
+from geco_tf.export.dicom_writer import deartifact_series, group_series, output_names
+from geco_tf.export.load import load_deartifactor
+from geco_tf.export.nifti_writer import NIFTI_SUFFIXES, deartifact_nifti, is_nifti
+from geco_tf.export.slices import (
+    AXIAL_CODES,
+    DEFAULT_BATCH,
+    MIN_AXIAL_SIDE,
+    Deartifactor,
+    InputSkipped,
+    deartifact_volume,
+    run_slices,
+    to_dtype,
+)
+from geco_tf.io import write_text_atomic
+from geco_tf.progress import QUIET, Progress
 
-#: Training layout of slices (letters: where array axes x, y, z point to).
-AXIAL_CODES = ("L", "P", "S")
-#: Narrower axial planes than this give no usable axial slices (same rule as preprocessing).
-MIN_AXIAL_SIDE = 16
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+__all__ = [
+    "AXIAL_CODES", "DEFAULT_BATCH", "MIN_AXIAL_SIDE", "NIFTI_SUFFIXES", "Deartifactor", "InputSkipped", "Job",
+    "Outcome", "Summary", "deartifact_nifti", "deartifact_path", "deartifact_volume", "finish", "is_nifti",
+    "plan", "run_job", "run_jobs", "run_slices", "to_dtype",
+]  # fmt: skip
+
 #: Files never considered as inputs when walking a directory.
 IGNORED_SUFFIXES = {
     ".txt", ".md", ".json", ".csv", ".tsv", ".html", ".xml", ".png", ".jpg", ".jpeg", ".gif",
     ".bval", ".bvec", ".py", ".zip", ".tar", ".gz", ".log", ".pdf",
 }  # fmt: skip
-DEFAULT_BATCH = 4
-SKIPPED_FILE = "deartifact-skipped.csv"
-
-Deartifactor = Callable[[np.ndarray], np.ndarray]
-
-
-class InputSkipped(Exception):
-    """An input that cannot be de-artifacted; ``str(exc)`` is the one-line reason."""
+SKIPPED_FILE = "skipped.csv"
+UID_KEY_FILE = ".geco-uid-key"
+DONE_SUFFIX = ".done"
+PARTIAL_SUFFIX = ".partial"
 
 
 @dataclass
 class Job:
-    """One unit of work: a NIfTI file or one DICOM series (its files), and where it goes."""
+    """One unit of work: a NIfTI file or one DICOM series, where it goes and how.
+
+    ``output`` is the output file (NIfTI) or folder (DICOM); ``outputs`` every file written;
+    ``marker`` the completion marker written after the last of them.
+    """
 
     kind: str  # "nifti" or "dicom"
     inputs: list[Path]
-    output: Path  # NIfTI: the output file; DICOM: the output directory
+    output: Path
     label: str
+    outputs: list[Path] = field(default_factory=list)
+    marker: Path | None = None
+    strip_vendor_tags: bool = False
+    model_name: str = "geco"
+    batch_size: int = DEFAULT_BATCH
+    uid_key: str | None = None
+
+    def __post_init__(self) -> None:
+        self.inputs = [Path(p) for p in self.inputs]
+        self.output = Path(self.output)
+        if not self.outputs:
+            names = [self.output.name] if self.kind == "nifti" else output_names(self.inputs, self.strip_vendor_tags)
+            self.outputs = [self.output] if self.kind == "nifti" else [self.output / n for n in names]
+        if self.marker is None:
+            if self.kind == "nifti":
+                self.marker = self.output.parent / f".{self.output.name}{DONE_SUFFIX}"
+            else:
+                self.marker = _series_marker(self.output, [p.name for p in self.outputs])
+
+    @property
+    def partial_marker(self) -> Path:
+        """Written before the first output: the outputs present are this tool's unfinished work."""
+        assert self.marker is not None
+        return self.marker.with_name(self.marker.name[: -len(DONE_SUFFIX)] + PARTIAL_SUFFIX)
 
 
 @dataclass
 class Outcome:
-    """What happened to one job."""
+    """What happened to one job: ``status`` is "done", "finished-before" or "skipped" (``reason``)."""
 
     job: Job
     images: int
     mode: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    status: str = "done"
+    reason: str = ""
 
 
 @dataclass
@@ -76,279 +141,300 @@ class Summary:
 
     done: list[Outcome] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    finished_before: list[Outcome] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        """File ``outcome`` under done, finished before, or skipped (label, reason)."""
+        if outcome.status == "done":
+            self.done.append(outcome)
+        elif outcome.status == "finished-before":
+            self.finished_before.append(outcome)
+        else:
+            self.skipped.append((outcome.job.label, outcome.reason))
 
 
 # --------------------------------------------------------------------------------------------
-# slices through the model
+# plan
 
 
-def run_slices(fn: Deartifactor, slices: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-    """``slices`` [N, H, W] raw -> [N, H, W] float32 raw, ``batch_size`` slices per call."""
-    slices = np.asarray(slices, dtype=np.float32)
-    out = np.empty_like(slices)
-    for start in range(0, len(slices), batch_size):
-        batch = slices[start : start + batch_size, :, :, None]
-        out[start : start + batch_size] = np.asarray(fn(batch))[..., 0]
-    return out
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
-def deartifact_volume(
-    fn: Deartifactor, data: np.ndarray, affine_ras: np.ndarray, native_axis: int = 2, batch_size: int = DEFAULT_BATCH
-) -> tuple[np.ndarray, str, int]:
-    """De-artifact a 3-D array whose voxel-to-RAS affine is ``affine_ras``.
-
-    Returns the float32 result in ``data``'s own layout, the mode -- "axial" (slices taken in
-    the training layout, axial LPS) or "native" (planes perpendicular to ``native_axis``, used
-    when the axial plane is too thin to be an image) -- and the number of slices processed.
-    """
-    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
-
-    data = np.asarray(data, dtype=np.float32)
-    source = io_orientation(affine_ras)
-    target = axcodes2ornt(AXIAL_CODES)
-    lps = apply_orientation(data, ornt_transform(source, target))  # [x(L), y(P), z(S)]
-    if min(lps.shape[0], lps.shape[1]) >= MIN_AXIAL_SIDE:
-        axial = np.ascontiguousarray(lps.transpose(2, 1, 0))  # [slice, row(P), column(L)]
-        out = run_slices(fn, axial, batch_size).transpose(2, 1, 0)
-        return apply_orientation(out, ornt_transform(target, source)).astype(np.float32), "axial", len(axial)
-    moved = np.ascontiguousarray(np.moveaxis(data, native_axis, 0))
-    out = run_slices(fn, moved, batch_size)
-    return np.moveaxis(out, 0, native_axis).astype(np.float32), "native", len(moved)
-
-
-def to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Cast float results to an on-disk type: rounded and clipped to an integer type's range."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    if dtype.kind == "f":
-        info = np.finfo(dtype)
-        return np.clip(values, info.min, info.max).astype(dtype)
-    raise InputSkipped(f"unsupported data type {dtype}")
-
-
-# --------------------------------------------------------------------------------------------
-# NIfTI
-
-
-def is_nifti(path: Path) -> bool:
-    """True for ``.nii`` and ``.nii.gz`` names."""
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def deartifact_nifti(
-    fn: Deartifactor, src: Path, dst: Path, batch_size: int = DEFAULT_BATCH
-) -> tuple[int, str, list[str]]:
-    """Write ``dst``: ``src`` with every axial slice through the generator.
-
-    Works in the file's real units (after ``scl_slope``/``scl_inter``) and stores the result
-    back through the same scaling, so the header is unchanged byte for byte. 4-D (and higher)
-    files are processed volume by volume. Returns (slices processed, mode, notes).
-    """
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(src))
-        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise InputSkipped(f"not a single-file NIfTI image ({type(image).__name__})")
-        raw = np.asanyarray(image.dataobj.get_unscaled())
-    except InputSkipped:
-        raise
-    except Exception as exc:
-        raise InputSkipped(f"unreadable NIfTI ({type(exc).__name__}: {exc})") from None
-    shape = raw.shape
-    if raw.ndim < 3 or min(shape[:3]) < 1:
-        raise InputSkipped(f"not a 3-D volume (shape {shape})")
-    disk_dtype = image.get_data_dtype()
-    if disk_dtype.kind not in "iuf":
-        raise InputSkipped(f"unsupported NIfTI data type {disk_dtype}")
-    slope, inter = image.dataobj.slope, image.dataobj.inter
-    scaled = raw.astype(np.float64) * slope + inter if (slope, inter) != (1.0, 0.0) else raw
-    volumes = np.asarray(scaled, dtype=np.float32).reshape(shape[:3] + (-1,))
-    results = np.empty(volumes.shape, dtype=np.float32)
-    modes, count = set(), 0
-    for t in range(volumes.shape[3]):
-        native_axis = int(np.argmin(shape[:3]))
-        results[..., t], mode, n = deartifact_volume(fn, volumes[..., t], image.affine, native_axis, batch_size)
-        modes.add(mode)
-        count += n
-    results = results.reshape(shape)
-    stored = (results.astype(np.float64) - inter) / slope if (slope, inter) != (1.0, 0.0) else results
-    stored = to_dtype(stored, disk_dtype)
-    out = image.__class__(stored, None, image.header)
-    if (slope, inter) != (1.0, 0.0):
-        out.header.set_slope_inter(slope, inter)  # the constructor resets scaling; put it back
-    suffix = ".nii.gz" if dst.name.lower().endswith(".gz") else ".nii"
-    with atomic_path(dst, suffix=suffix) as tmp:
-        nib.save(out, str(tmp))
-    notes = [f"{volumes.shape[3]} volumes"] if volumes.shape[3] > 1 else []
-    mode = "axial" if modes == {"axial"} else "native"
-    if mode == "native":
-        notes.append("axial plane too thin: processed in the acquisition plane")
-    return count, mode, notes
-
-
-# --------------------------------------------------------------------------------------------
-# finding the inputs
-
-
-def _nifti_output(src: Path, output: Path, single: bool) -> Path:
-    if single and is_nifti(output):
-        return output
-    return output / src.name
-
-
-def plan(input_path: str | os.PathLike, output: str | os.PathLike) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Find the NIfTI files and DICOM series under ``input_path`` and where each result goes.
-
-    A NIfTI file given directly may go to a ``.nii``/``.nii.gz`` path; anything else goes to
-    the directory ``output``, mirroring the input tree (a DICOM series keeps its file names).
-    Returns (jobs, skipped) with skipped as (path, reason).
-    """
-    from geco_tf.export.dicom_writer import group_series
-
-    src = Path(input_path)
-    out = Path(output)
-    if not src.exists():
-        raise UserError(f"INPUT: {src}: no such file or directory")
+def _check_no_overlap(src: Path, out: Path) -> None:
+    """Refuse an output that overlaps the input in either direction (paths resolved)."""
+    s, o = src.resolve(), out.resolve()
+    hint = "choose a folder outside the input so the originals stay untouched"
     if src.is_file():
-        if is_nifti(src):
-            dst = _nifti_output(src, out, single=True)
-            _refuse_overwrite(src, dst)
-            return [Job("nifti", [src], dst, str(src))], []
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out: {out} exists and is a file; DICOM output goes to a directory")
-        series, skipped = group_series([src])
-        jobs = [Job("dicom", files, out, f"{src} ({len(files)} images)") for files in series.values()]
-        return jobs, skipped
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} exists and is a file; a directory INPUT needs an output directory")
-    if out.resolve() == src.resolve():
-        raise UserError(f"--out: {out} is the input directory; choose another so the originals stay untouched")
-    out_resolved = out.resolve()
-    jobs: list[Job] = []
-    candidates: list[Path] = []
-    for path in sorted(src.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        if out_resolved == path.resolve().parent or out_resolved in path.resolve().parents:
-            continue  # our own earlier outputs inside the input tree
-        if is_nifti(path):
-            jobs.append(Job("nifti", [path], out / path.relative_to(src), str(path)))
-        elif path.suffix.lower() not in IGNORED_SUFFIXES and path.name.upper() != "DICOMDIR":
-            candidates.append(path)
-    series, skipped = group_series(candidates)
-    for (_, _uid), files in sorted(series.items(), key=lambda kv: (str(kv[1][0]), kv[0][1])):
-        rel = files[0].parent.relative_to(src)
-        jobs.append(Job("dicom", files, out / rel, f"{files[0].parent} ({len(files)} images)"))
-    return jobs, skipped
+        if o == s:
+            raise UserError(f"--out: {out} is the input file; {hint}")
+        if _inside(s, o):
+            what = "the input file's own folder" if o == s.parent else f"a folder that contains the input {src}"
+            raise UserError(f"--out: {out} is {what}; {hint}")
+        return
+    if o == s:
+        raise UserError(f"--out: {out} is the input directory; {hint}")
+    if _inside(o, s):
+        raise UserError(f"--out: {out} is inside the input directory {src}; {hint}")
+    if _inside(s, o):
+        raise UserError(f"--out: {out} contains the input directory {src}; {hint}")
 
 
-def _refuse_overwrite(src: Path, dst: Path) -> None:
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise UserError(f"--out: {dst} is the input file; choose another name so the original stays untouched")
+def _check_writable(out: Path) -> None:
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out: {probe}: no permission to write here")
 
 
-# --------------------------------------------------------------------------------------------
-# running
+def _check_outputs_are_not_inputs(jobs: list[Job]) -> None:
+    """No output (or marker) may be an input file: by resolved path or by inode (hard links)."""
+    inputs = {p.resolve() for job in jobs for p in job.inputs}
+    inodes = {(st.st_dev, st.st_ino) for st in (os.stat(p) for job in jobs for p in job.inputs)}
+    for job in jobs:
+        for path in [*job.outputs, job.marker, job.partial_marker]:
+            if path is None:
+                continue
+            same = path.resolve() in inputs
+            if not same and path.exists():
+                st = os.stat(path)
+                same = (st.st_dev, st.st_ino) in inodes
+            if same:
+                raise UserError(f"--out: the output {path} is an input file; choose another --out")
 
 
-def run_job(
-    fn: Deartifactor,
-    job: Job,
+def _series_marker(out_dir: Path, names: list[str]) -> Path:
+    digest = hashlib.sha256("\0".join(sorted(names)).encode()).hexdigest()[:16]
+    return out_dir / f".series-{digest}{DONE_SUFFIX}"
+
+
+def _dicom_job(files: list[Path], out_dir: Path, label: str, strip: bool) -> Job:
+    return Job("dicom", files, out_dir, label, strip_vendor_tags=strip)
+
+
+def _nifti_job(src: Path, dst: Path) -> Job:
+    return Job("nifti", [src], dst, str(src))
+
+
+def _uid_key(out: Path) -> str:
+    """The run's key for the UID map: read from ``OUTPUT/.geco-uid-key`` or made and kept there."""
+    path = out / UID_KEY_FILE
+    if path.is_file():
+        key = path.read_text().strip()
+        if key:
+            return key
+    key = secrets.token_hex(32)
+    write_text_atomic(path, key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def plan(
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
     *,
     strip_vendor_tags: bool = False,
     model_name: str = "geco",
     batch_size: int = DEFAULT_BATCH,
-) -> Outcome:
-    """De-artifact one job; raises :class:`InputSkipped` when its input cannot be used."""
-    start = time.perf_counter()
-    if job.kind == "nifti":
-        images, mode, notes = deartifact_nifti(fn, job.inputs[0], job.output, batch_size)
-    else:
-        from geco_tf.export.dicom_writer import deartifact_series
+) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Find the NIfTI files and DICOM series under ``input_path`` and where each result goes.
 
-        images, mode, notes = deartifact_series(
-            fn,
-            job.inputs,
-            job.output,
-            strip_vendor_tags=strip_vendor_tags,
-            model_name=model_name,
-            batch_size=batch_size,
-        )
-    return Outcome(job, images, mode, time.perf_counter() - start, notes)
+    A NIfTI file given directly may go to a ``.nii``/``.nii.gz`` path; anything else goes to
+    the directory ``output``, mirroring the input tree (a DICOM series keeps its file names,
+    except UID-like names under ``strip_vendor_tags``). Returns (jobs, skipped) with skipped as
+    (path, reason). Raises :class:`UserError` for an output that overlaps the input.
+    """
+    src = Path(input_path)
+    out = Path(output)
+    if not src.exists():
+        raise UserError(f"INPUT: {src}: no such file or directory")
+    _check_no_overlap(src, out)
+    jobs: list[Job] = []
+    skipped: list[tuple[str, str]] = []
+    if src.is_file():
+        if is_nifti(src):
+            dst = out if is_nifti(out) and not out.is_dir() else out / src.name
+            jobs.append(_nifti_job(src, dst))
+        else:
+            if out.exists() and not out.is_dir():
+                raise UserError(f"--out: {out} exists and is a file; DICOM output goes to a directory")
+            series, skipped = group_series([src])
+            jobs = [
+                _dicom_job(files, out, f"{src} ({len(files)} images)", strip_vendor_tags) for files in series.values()
+            ]
+    else:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out: {out} exists and is a file; a directory INPUT needs an output directory")
+        candidates: list[Path] = []
+        for path in sorted(src.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            if is_nifti(path):
+                jobs.append(_nifti_job(path, out / path.relative_to(src)))
+            elif path.suffix.lower() not in IGNORED_SUFFIXES and path.name.upper() != "DICOMDIR":
+                candidates.append(path)
+        series, skipped = group_series(candidates)
+        for (_, _uid), files in sorted(series.items(), key=lambda kv: (str(kv[1][0]), kv[0][1])):
+            rel = files[0].parent.relative_to(src)
+            label = f"{files[0].parent} ({len(files)} images)"
+            jobs.append(_dicom_job(files, out / rel, label, strip_vendor_tags))
+    _check_outputs_are_not_inputs(jobs)
+    if jobs:
+        _check_writable(out if not (jobs[0].kind == "nifti" and jobs[0].output == out) else out.parent)
+    key = _uid_key(out) if strip_vendor_tags and any(job.kind == "dicom" for job in jobs) else None
+    for job in jobs:
+        job.strip_vendor_tags, job.model_name, job.batch_size = strip_vendor_tags, model_name, batch_size
+        job.uid_key = key
+    return jobs, list(skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# run one job
+
+
+def _remove_stale_temporaries(job: Job) -> None:
+    """Delete what an interrupted :func:`geco_tf.io.atomic_path` left for this job's outputs."""
+    for path in [*job.outputs, job.marker, job.partial_marker]:
+        if path is None or not path.parent.is_dir():
+            continue
+        for stale in glob.glob(str(path.parent / f".{glob.escape(path.name)}.*.tmp*")):
+            stale_path = Path(stale)
+            if stale_path.is_dir() and not stale_path.is_symlink():
+                shutil.rmtree(stale_path, ignore_errors=True)
+            else:
+                stale_path.unlink(missing_ok=True)
+
+
+def _write_marker(path: Path, job: Job) -> None:
+    write_text_atomic(path, json.dumps({"outputs": [p.name for p in job.outputs]}) + "\n")
+
+
+def run_job(model_fn: Deartifactor, job: Job, overwrite: bool = False) -> Outcome:
+    """De-artifact one job (see the module docstring); never raises for a bad input."""
+    start = time.perf_counter()
+
+    def skipped(reason: str) -> Outcome:
+        return Outcome(job, 0, "", time.perf_counter() - start, status="skipped", reason=reason)
+
+    marker = job.marker
+    assert marker is not None
+    if marker.exists() and not overwrite:
+        return Outcome(job, 0, "", 0.0, ["finished in an earlier run"], status="finished-before")
+    _remove_stale_temporaries(job)
+    ours = job.partial_marker.exists()
+    for path in job.outputs:
+        if path.is_dir():
+            return skipped(f"output {path} is a directory")
+        if path.exists() and not (ours or overwrite):
+            return skipped(f"output {path} exists (not from an unfinished run of this tool); --overwrite replaces it")
+    try:
+        _write_marker(job.partial_marker, job)
+        if job.kind == "nifti":
+            images, mode, notes = deartifact_nifti(model_fn, job.inputs[0], job.output, job.batch_size)
+        else:
+            images, mode, notes = deartifact_series(
+                model_fn,
+                job.inputs,
+                job.outputs,
+                strip_vendor_tags=job.strip_vendor_tags,
+                model_name=job.model_name,
+                batch_size=job.batch_size,
+                uid_key=job.uid_key,
+            )
+        _write_marker(marker, job)
+        job.partial_marker.unlink(missing_ok=True)
+    except InputSkipped as exc:
+        outcome = skipped(str(exc))
+    except (MemoryError, tf.errors.ResourceExhaustedError) as exc:
+        outcome = skipped(f"out of memory ({type(exc).__name__}); skipped, the rest of the run goes on")
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        outcome = skipped(f"cannot write the output ({where}{exc.strerror or type(exc).__name__})")
+    else:
+        return Outcome(job, images, mode, time.perf_counter() - start, notes)
+    if not any(p.exists() for p in job.outputs):
+        job.partial_marker.unlink(missing_ok=True)  # nothing of ours left behind
+    return outcome
 
 
 def run_jobs(
     fn: Deartifactor,
     jobs: Iterable[Job],
     *,
-    strip_vendor_tags: bool = False,
-    model_name: str = "geco",
-    batch_size: int = DEFAULT_BATCH,
+    overwrite: bool = False,
     summary: Summary | None = None,
+    progress: Progress = QUIET,
 ) -> Summary:
-    """Run every job, collecting outcomes and skips (an unreadable input never stops the rest)."""
+    """Run every job with a progress bar, collecting outcomes and skips (a bad input never
+    stops the rest)."""
     summary = summary if summary is not None else Summary()
-    for job in jobs:
-        try:
-            summary.done.append(
-                run_job(fn, job, strip_vendor_tags=strip_vendor_tags, model_name=model_name, batch_size=batch_size)
-            )
-        except InputSkipped as exc:
-            summary.skipped.append((job.label, str(exc)))
+    jobs = list(jobs)
+    for job in progress.track(jobs, total=len(jobs), desc="de-artifacting"):
+        summary.add(run_job(fn, job, overwrite=overwrite))
     return summary
 
 
+# --------------------------------------------------------------------------------------------
+# finish
+
+
 def write_skipped(summary: Summary, output: Path) -> Path | None:
-    """``OUTPUT/deartifact-skipped.csv`` (path, reason) when something was skipped and the output
-    is a directory; returns its path or None."""
-    if not summary.skipped or is_nifti(output):
+    """``OUTPUT/skipped.csv`` (path, reason) when the output is a directory; returns its path
+    (None when nothing was skipped: a stale list of an earlier run is then removed)."""
+    if is_nifti(output) and not output.is_dir():
+        return None
+    path = output / SKIPPED_FILE
+    if not summary.skipped:
+        path.unlink(missing_ok=True)
         return None
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "reason"])
     writer.writerows(summary.skipped)
-    path = output / SKIPPED_FILE
     write_text_atomic(path, buffer.getvalue())
     return path
 
 
-def deartifact_path(
-    model: object,
-    input_path: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    strip_vendor_tags: bool = False,
-    batch_size: int = DEFAULT_BATCH,
-) -> Summary:
-    """Library entry point: de-artifact everything under ``input_path`` into ``output``.
-
-    ``model`` is a run directory, a ``.keras`` file, an exported SavedModel or a Keras
-    generator. Raises :class:`UserError` when nothing could be processed.
-    """
-    from geco_tf.export.load import load_deartifactor
-
-    jobs, skipped = plan(input_path, output)
-    fn, description = load_deartifactor(model)
-    summary = Summary(skipped=list(skipped))
-    # Only the model's name goes into DICOM headers, never a path from the user's machine.
-    model_name = Path(model).name if isinstance(model, (str, os.PathLike)) else description.split(" ")[0]
-    run_jobs(
-        fn, jobs, strip_vendor_tags=strip_vendor_tags, model_name=model_name, batch_size=batch_size, summary=summary
-    )
-    finish(summary, input_path, output)
-    return summary
-
-
 def finish(summary: Summary, input_path: str | os.PathLike, output: str | os.PathLike) -> Path | None:
-    """Write the skipped list; raise :class:`UserError` when nothing at all was de-artifacted."""
-    skipped_csv = write_skipped(summary, Path(output)) if summary.done else None
-    if not summary.done:
+    """Write the skipped list; raise :class:`UserError` when nothing at all was de-artifacted
+    (in this run or an earlier one into the same output)."""
+    if not summary.done and not summary.finished_before:
         if summary.skipped:
             path, reason = summary.skipped[0]
             more = f" (and {len(summary.skipped) - 1} more)" if len(summary.skipped) > 1 else ""
             raise UserError(f"{path}: {reason}{more}")
         raise UserError(f"INPUT: {input_path}: no NIfTI (.nii, .nii.gz) or DICOM files found")
-    return skipped_csv
+    return write_skipped(summary, Path(output))
+
+
+def _model_name(model: Any, description: str) -> str:
+    """Only the model's name goes into DICOM headers, never a path from the user's machine."""
+    return Path(model).name if isinstance(model, (str, os.PathLike)) else description.split(" ")[0]
+
+
+def deartifact_path(
+    model: Any,
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    strip_vendor_tags: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    overwrite: bool = False,
+    progress: Progress = QUIET,
+) -> Summary:
+    """Library entry point: de-artifact everything under ``input_path`` into ``output``.
+
+    ``model`` is a run directory, a ``.keras`` file, an exported SavedModel, a Keras generator
+    or a raw -> raw function. Raises :class:`UserError` for an overlapping output or when
+    nothing could be processed.
+    """
+    jobs, skipped = plan(input_path, output, strip_vendor_tags=strip_vendor_tags, batch_size=batch_size)
+    summary = Summary(skipped=list(skipped))
+    if jobs:
+        fn, description = load_deartifactor(model)
+        progress.note(f"model: {description}")
+        name = _model_name(model, description)
+        for job in jobs:
+            job.model_name = name
+        run_jobs(fn, jobs, overwrite=overwrite, summary=summary, progress=progress)
+    finish(summary, input_path, output)
+    return summary

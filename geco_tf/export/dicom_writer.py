@@ -15,9 +15,15 @@ What a reader of the new series can rely on:
   syntax (big-endian too); a losslessly compressed file is re-encoded in its own syntax when an
   encoder is installed (RLE always is), else -- and always for a lossy original, which must not
   be compressed lossily twice -- written as Explicit VR Little Endian.
-* ``strip_vendor_tags``: Manufacturer, ManufacturerModelName, DeviceSerialNumber,
-  SoftwareVersions, StationName and InstitutionName are blanked and all private tags removed: an
-  image cleaned of its scanner signature whose header still says "SIEMENS" leaks the label.
+* ``strip_vendor_tags``: :func:`geco_tf.export.vendor_tags.strip_vendor_tags` -- no element
+  from which manufacturer or field strength can be read (Manufacturer empty, model, station,
+  coil, sequence names, MagneticFieldStrength, ImagingFrequency and all private groups gone),
+  every non-standard UID replaced by a keyed map under one neutral root so the series of one
+  study keep one StudyInstanceUID and FrameOfReferenceUID, and no SourceImageSequence pointing
+  back at the original (its UID would carry the vendor's root). Output files whose names are
+  UIDs are renamed ``IM00001.dcm``... (a UID name would carry the vendor's root too).
+* Only MR images are processed: any other Modality (CT, PT, ...) is skipped with a reason,
+  the generator knows nothing of it.
 
 The generator sees stored values (MONOCHROME1 negated so that bright is tissue, as in
 training). Per-image min/percentile normalisation is unchanged by the positive linear Rescale
@@ -33,26 +39,27 @@ and put back; a mosaic whose header does not fit its image size is processed as 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import secrets
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geco_tf.export.deartifact import DEFAULT_BATCH, Deartifactor, InputSkipped, deartifact_volume, run_slices
+from geco_tf.export.slices import DEFAULT_BATCH, Deartifactor, InputSkipped, deartifact_volume, run_slices
+from geco_tf.export.vendor_tags import BLANKED, REMOVED, STANDARD_UID_ROOT, strip_vendor_tags, uid_mapper
 from geco_tf.io import atomic_path
 
-VENDOR_TAGS = (
-    "Manufacturer",
-    "ManufacturerModelName",
-    "DeviceSerialNumber",
-    "SoftwareVersions",
-    "StationName",
-    "InstitutionName",
-)
+#: Elements --strip-vendor-tags blanks or removes (besides private groups and UIDs).
+VENDOR_TAGS = BLANKED + REMOVED
 SERIES_SUFFIX = " GECO"
+#: The modality the generator was trained on; other modalities are skipped.
+MR_MODALITY = "MR"
+_UID_IN_NAME = re.compile(r"[0-9]+(\.[0-9]+){3,}")
 
 
 def _version() -> str:
@@ -67,14 +74,16 @@ def _version() -> str:
 def group_series(paths: Iterable[Path]) -> tuple[dict[tuple[str, str], list[Path]], list[tuple[str, str]]]:
     """Group DICOM image files by (folder, Series Instance UID), reading headers only.
 
-    Returns the groups (files sorted by name) and the files skipped with a reason: not DICOM,
-    or DICOM without an image (structured reports, presentation states, DICOMDIR).
+    Returns the groups (files sorted by name) and what was skipped with a reason: files that
+    are not DICOM, DICOM without an image (structured reports, presentation states, DICOMDIR),
+    and series of another modality than MR (one line per series, naming its folder).
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
     skipped: list[tuple[str, str]] = []
+    others: dict[tuple[str, str], tuple[str, int]] = {}
     for path in paths:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -88,7 +97,13 @@ def group_series(paths: Iterable[Path]) -> tuple[dict[tuple[str, str], list[Path
             skipped.append((str(path), f"DICOM without an image (SOP class {ds.get('SOPClassUID', 'unknown')})"))
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{path.parent}")
+        modality = str(ds.get("Modality", "") or "").strip().upper()
+        if modality and modality != MR_MODALITY:
+            others[(str(path.parent), uid)] = (modality, others.get((str(path.parent), uid), ("", 0))[1] + 1)
+            continue
         groups[(str(path.parent), uid)].append(path)
+    for (folder, _uid), (modality, count) in sorted(others.items()):
+        skipped.append((f"{folder} ({count} images)", f"Modality {modality}, not MR: the generator was trained on MR"))
     return {key: sorted(files) for key, files in groups.items()}, skipped
 
 
@@ -100,8 +115,13 @@ def _read(files: list[Path]) -> tuple[list[Any], list[np.ndarray]]:
     for path in files:
         try:
             ds = pydicom.dcmread(path)
+        except MemoryError:
+            raise
         except Exception as exc:
             raise InputSkipped(f"{path.name}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
+        modality = str(ds.get("Modality", "") or "").strip().upper()
+        if modality and modality != MR_MODALITY:
+            raise InputSkipped(f"{path.name}: Modality {modality}, not MR: the generator was trained on MR")
         if "PixelData" not in ds:
             raise InputSkipped(f"{path.name}: no pixel data")
         photometric = str(ds.get("PhotometricInterpretation", ""))
@@ -111,6 +131,8 @@ def _read(files: list[Path]) -> tuple[list[Any], list[np.ndarray]]:
             raise InputSkipped(f"{path.name}: unsupported BitsAllocated {ds.get('BitsAllocated')}")
         try:
             pixels = np.asarray(ds.pixel_array)
+        except MemoryError:
+            raise
         except Exception as exc:
             raise InputSkipped(f"{path.name}: unreadable pixel data ({type(exc).__name__}: {exc})") from None
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -235,13 +257,22 @@ def _raw_pixel_element(ds: Any, raw: bytes) -> None:
     element.is_undefined_length = False
 
 
-def _derive_header(ds: Any, series_uid: str, model_name: str, strip_vendor_tags: bool) -> None:
+def _derive_header(ds: Any, series_uid: str, model_name: str, map_uid: Callable[[str], str] | None) -> None:
+    """Make ``ds`` a derived image of a new series; with ``map_uid``, also strip vendor tags."""
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
     old_sop = ds.get("SOPInstanceUID")
-    ds.SeriesInstanceUID = series_uid
-    ds.SOPInstanceUID = generate_uid()
+    if map_uid is None:
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid()
+        if old_sop and "SOPClassUID" in ds:
+            source = Dataset()
+            source.ReferencedSOPClassUID = ds.SOPClassUID
+            source.ReferencedSOPInstanceUID = old_sop
+            ds.SourceImageSequence = [source]
+    elif not old_sop:
+        ds.SOPInstanceUID = generate_uid()  # nothing to map: a fresh one under pydicom's root
     if getattr(ds, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     image_type = [str(v) for v in ds.get("ImageType", [])] if "ImageType" in ds else []
@@ -252,38 +283,64 @@ def _derive_header(ds: Any, series_uid: str, model_name: str, strip_vendor_tags:
         f"GECO scanner-signature removal: every slice passed through a trained generator "
         f"(geco-tf {_version()}, model {model_name})"
     )[:1024]
-    if old_sop and "SOPClassUID" in ds:
-        source = Dataset()
-        source.ReferencedSOPClassUID = ds.SOPClassUID
-        source.ReferencedSOPInstanceUID = old_sop
-        ds.SourceImageSequence = [source]
     description = str(ds.get("SeriesDescription", "") or "")
     ds.SeriesDescription = (description[: 64 - len(SERIES_SUFFIX)] + SERIES_SUFFIX).strip()
-    if strip_vendor_tags:
-        for keyword in VENDOR_TAGS:
-            if keyword in ds:
-                ds[keyword].value = ""
-        ds.remove_private_tags()
+    if map_uid is not None:
+        # Old SOP, Series, Study and Frame of Reference UIDs all go through the same keyed map.
+        strip_vendor_tags(ds, map_uid)
+        if not ds.get("SeriesDescription"):
+            ds.SeriesDescription = SERIES_SUFFIX.strip()
+        if not ds.get("DerivationDescription"):
+            ds.DerivationDescription = "GECO scanner-signature removal"
+
+
+def output_names(files: list[Path], strip_vendor_tags: bool) -> list[str]:
+    """Output file names for a series: the input names, except that with ``strip_vendor_tags``
+    a series whose file names hold UIDs (which may carry a vendor's root) gets
+    ``IM_<8 hex>_<00001>.dcm`` names, stable for the same input names."""
+    names = [Path(f).name for f in files]
+    if not strip_vendor_tags or not any(_UID_IN_NAME.search(name) for name in names):
+        return names
+    digest = hashlib.sha256("\0".join(sorted(names)).encode()).hexdigest()[:8]
+    return [f"IM_{digest}_{k + 1:05d}.dcm" for k in range(len(names))]
 
 
 def deartifact_series(
     fn: Deartifactor,
     files: list[Path],
-    out_dir: str | os.PathLike,
+    out: str | os.PathLike | list[Path],
     *,
     strip_vendor_tags: bool = False,
     model_name: str = "geco",
     batch_size: int = DEFAULT_BATCH,
+    uid_key: str | None = None,
 ) -> tuple[int, str, list[str]]:
-    """Write the de-artifacted series of ``files`` into ``out_dir`` (same file names).
+    """Write the de-artifacted series of ``files``: into the directory ``out`` (names from
+    :func:`output_names`) or, when ``out`` is a list, to those paths (one per file).
 
     Every image is computed before the first file is written, and each file is written
-    atomically. Returns (images processed, mode "axial"/"native", notes). Raises
-    :class:`InputSkipped` naming the file when any image of the series cannot be used.
+    atomically. ``uid_key`` keys the UID map of ``strip_vendor_tags`` (a random key when None:
+    then UIDs are consistent only within this call). Returns (images processed, mode
+    "axial"/"native", notes). Raises :class:`InputSkipped` naming the file when any image of
+    the series cannot be used.
     """
     from pydicom.uid import generate_uid
 
-    datasets, arrays = _read(list(files))
+    files = [Path(f) for f in files]
+    if isinstance(out, (list, tuple)):
+        outputs = [Path(p) for p in out]
+    else:
+        outputs = [Path(out) / name for name in output_names(files, strip_vendor_tags)]
+    if len(outputs) != len(files):
+        raise ValueError(f"{len(files)} files but {len(outputs)} output paths")
+    datasets, arrays = _read(files)
+    map_uid = None
+    if strip_vendor_tags:
+        for path, ds in zip(files, datasets):
+            sop_class = str(ds.get("SOPClassUID", ""))
+            if sop_class and not sop_class.startswith(STANDARD_UID_ROOT):
+                raise InputSkipped(f"{path.name}: private SOP class; its UID would name the vendor")
+        map_uid = uid_mapper(uid_key if uid_key is not None else secrets.token_hex(16))
     mosaics = [_mosaic(ds) for ds in datasets]
     is_mosaic = ["MOSAIC" in [str(v).upper() for v in ds.get("ImageType", [])] for ds in datasets]
     stack = None if any(is_mosaic) else _stack(datasets, arrays)
@@ -292,9 +349,9 @@ def deartifact_series(
     if stack is not None:
         order, affine = stack
         volume = np.stack([arrays[i][0] for i in order])
-        out, mode, _ = deartifact_volume(fn, volume, affine, native_axis=0, batch_size=batch_size)
+        out_volume, mode, _ = deartifact_volume(fn, volume, affine, native_axis=0, batch_size=batch_size)
         for k, i in enumerate(order):
-            results[i] = out[k][None]
+            results[i] = out_volume[k][None]
     else:
         mode = "native"
         for i, values in enumerate(arrays):
@@ -315,7 +372,7 @@ def deartifact_series(
         if "PixelPaddingValue" in ds:
             stored = np.where(original == float(ds.PixelPaddingValue), original, stored)
         stored = stored.astype(dtype)
-        _derive_header(ds, series_uid, model_name, strip_vendor_tags)
+        _derive_header(ds, series_uid, model_name, map_uid)
         for keyword, value in (("SmallestImagePixelValue", stored.min()), ("LargestImagePixelValue", stored.max())):
             if keyword in ds:
                 ds[keyword].value = int(value)
@@ -323,9 +380,8 @@ def deartifact_series(
         if note:
             notes.add(note)
         encoded.append(ds)
-    out_dir = Path(out_dir)
-    for path, ds in zip(files, encoded):
-        with atomic_path(out_dir / Path(path).name) as tmp:
+    for path, ds in zip(outputs, encoded):
+        with atomic_path(path) as tmp:
             ds.save_as(tmp, enforce_file_format=False)
     frames = sum(a.shape[0] for a in arrays)
     return frames, mode, sorted(notes)

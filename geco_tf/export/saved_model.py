@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from geco_tf.data.intensity import CLIP_PERCENTILE, PAD_VALUE, scale_to_unit_range
 from geco_tf.errors import UserError
+from geco_tf.export.generator import load_generator
 from geco_tf.io import atomic_path
 
 SIGNATURE_NAME = "serving_default"
@@ -152,8 +153,6 @@ def export_saved_model(run_or_generator: Any, out_dir: str | os.PathLike, versio
     directory is written under a temporary name and renamed, so TF Serving (which polls the base
     path) never sees half a model. Returns the version directory.
     """
-    from geco_tf.export.load import load_generator
-
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise UserError(f"--version: must be a non-negative integer, got {version!r}")
     generator = load_generator(run_or_generator)

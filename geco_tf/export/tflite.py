@@ -20,6 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from geco_tf.errors import UserError
+from geco_tf.export.generator import DEFAULT_IMAGE_SIZE, load_generator, training_image_size
 from geco_tf.export.saved_model import INPUT_NAME, OUTPUT_NAME, raw_to_raw
 from geco_tf.io import atomic_path
 
@@ -67,8 +68,6 @@ def export_tflite(
     defaults to the run's training size (64 if unknown); ``quantize`` is None, "dynamic" or
     "float16".
     """
-    from geco_tf.export.load import DEFAULT_IMAGE_SIZE, load_generator, training_image_size
-
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise UserError(f"--quantize: unknown mode {quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
     if size is None:
