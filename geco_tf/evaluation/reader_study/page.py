@@ -36,9 +36,9 @@ TEMPLATE = r"""<!DOCTYPE html>
            padding: 0.6em 1.2em; background: #222; border-bottom: 1px solid #333; }
   header h1 { font-size: 1.05em; margin: 0; font-weight: 600; }
   header .who { color: #aaa; font-size: 0.9em; }
-  main { max-width: 1100px; margin: 0 auto; padding: 1em 1.2em 2em; }
+  main { max-width: 1100px; margin: 0 auto; padding: 0.8em 1.2em 1em; }
   .hidden { display: none !important; }
-  .card { background: #1f1f1f; border: 1px solid #333; border-radius: 8px; padding: 1.2em 1.4em; }
+  .card { background: #1f1f1f; border: 1px solid #333; border-radius: 8px; padding: 0.9em 1.4em; }
   #start p, #finish p { max-width: 48em; }
   label { font-weight: 600; }
   input[type=text] { font-size: 1.05em; padding: 0.45em 0.6em; width: 16em; margin: 0 0.6em 0 0.4em;
@@ -46,27 +46,28 @@ TEMPLATE = r"""<!DOCTYPE html>
   button { font: inherit; cursor: pointer; background: #2d2d2d; color: #eee; border: 1px solid #555;
            border-radius: 6px; padding: 0.5em 1.1em; }
   button:hover { background: #3a3a3a; }
+  button:disabled { opacity: 0.4; cursor: default; }
   button:focus-visible { outline: 2px solid #7fb3ff; outline-offset: 2px; }
   button.chosen { background: #2f5d9a; border-color: #7fb3ff; }
   button.primary { background: #2f5d9a; border-color: #4a7cc0; }
   kbd { font: 0.85em ui-monospace, monospace; border: 1px solid #555; border-bottom-width: 2px;
         border-radius: 3px; padding: 0 0.3em; background: #111; color: #ccc; }
-  .status { display: flex; justify-content: space-between; align-items: baseline; margin-bottom: 0.8em; }
+  .status { display: flex; justify-content: space-between; align-items: baseline; margin-bottom: 0.3em; }
   .status .part { font-weight: 600; font-size: 1.1em; }
   .status .count { color: #aaa; }
-  .question { color: #ccc; margin: 0 0 0.8em; }
+  .question { color: #ccc; margin: 0 0 0.6em; }
   .stage { display: flex; justify-content: center; gap: 2.5em; align-items: flex-start; }
   figure { margin: 0; text-align: center; }
-  figure img { display: block; width: min(42vw, 440px); height: auto; background: #000;
+  figure img { display: block; width: min(42vw, 440px, calc(100vh - 340px)); min-width: 160px; height: auto; background: #000;
                border: 1px solid #333; }
-  #single img { width: min(60vw, 480px); }
+  #single img { width: min(60vw, 480px, calc(100vh - 340px)); }
   figcaption { margin-top: 0.35em; color: #bbb; font-size: 0.95em; }
-  .answers { display: flex; justify-content: center; flex-wrap: wrap; gap: 0.6em; margin: 1.1em 0 0.4em; }
+  .answers { display: flex; justify-content: center; flex-wrap: wrap; gap: 0.6em; margin: 0.8em 0 0.3em; }
   .scale button { min-width: 3em; }
   .scale .end { color: #aaa; align-self: center; font-size: 0.9em; }
   .keys { text-align: center; color: #999; font-size: 0.88em; margin: 0.3em 0 0; }
   nav { display: flex; justify-content: space-between; align-items: center; gap: 0.8em;
-        margin-top: 1.2em; padding-top: 0.8em; border-top: 1px solid #333; }
+        margin-top: 0.8em; padding-top: 0.7em; border-top: 1px solid #333; }
   nav .answered { color: #aaa; }
   .warn { color: #ffb86b; }
 </style>
