@@ -169,15 +169,59 @@ def describe(records: Sequence[LayerFlops]) -> str:
     return "\n".join(lines)
 
 
+def self_check() -> list[str]:
+    """The counter against counts done by hand (``--self-check``; the test suite runs it in a
+    subprocess): a functional model with a valid, a transposed, a grouped convolution and a dense
+    layer; a subclassed U-Net whose every call must be counted once (and the hooks removed
+    afterwards); and the step convention. Returns the mismatches (empty = all agree)."""
+    from geco_tf.models import UNetGenerator
+
+    problems = []
+
+    def expect(what: str, got, want) -> None:
+        if got != want:
+            problems.append(f"{what}: counted {got}, by hand {want}")
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="valid")(inputs)  # -> 6x6x4
+    x = layers.Conv2DTranspose(2, 2, strides=2)(x)  # -> 12x12x2
+    x = layers.Conv2D(2, 5, padding="same", groups=2)(x)  # -> 12x12x2, grouped
+    outputs = layers.Dense(5)(layers.Flatten()(x))  # 288 -> 5
+    tiny = keras.Model(inputs, outputs)
+    hand = [2 * 3 * 3 * 3 * 4 * 6 * 6, 2 * 2 * 2 * 4 * 2 * 6 * 6, 2 * 5 * 5 * (2 // 2) * 2 * 12 * 12, 2 * 288 * 5]
+    expect("functional model, per layer", [r.flops for r in layer_flops(tiny, (8, 8, 3))], hand)
+    expect("functional model, total", forward_flops(tiny, (8, 8, 3)), 27360)
+
+    gen = UNetGenerator(depth=1, base_filters=2, norm=None)
+    # down0: 1->2, 2->2 at 8x8; bottleneck 2->4, 4->4 at 4x4; up0 4->2 (2x2, stride 2) from 4x4;
+    # upblock0: 4->2, 2->2 at 8x8; head 2->1 (1x1) at 8x8.
+    hand = [2 * 9 * 1 * 2 * 64, 2 * 9 * 2 * 2 * 64, 2 * 9 * 2 * 4 * 16, 2 * 9 * 4 * 4 * 16, 2 * 4 * 4 * 2 * 16,
+            2 * 9 * 4 * 2 * 64, 2 * 9 * 2 * 2 * 64, 2 * 1 * 2 * 1 * 64]
+    expect("U-Net, per layer", [r.flops for r in layer_flops(gen, (8, 8, 1))], hand)
+    expect("U-Net, counted again", forward_flops(gen, (8, 8, 1)), sum(hand))
+
+    step = geco_step_flops(10, 100, classifier_steps=2, classifier_batch_factor=1.5)
+    expect("classifier update", step["classifier_update"], 10 + 2 * 3 * 100 * 1.5)
+    expect("generator update", step["generator_update"], 3 * 10 + 2 * 100)
+    expect("three-player step", geco_step_flops(10, 100, discriminator_forward=7)["step"], (10 + 300) + (30 + 200 + 14) + 42)
+    return problems
+
+
 if __name__ == "__main__":
     import argparse
+    import sys
 
     from geco_tf.models import UNetGenerator, build_classifier
 
     parser = argparse.ArgumentParser(description="Per-layer FLOPs of the default GECO nets.")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--classifier", default="dds")
+    parser.add_argument("--self-check", action="store_true", help="compare the counter with hand counts and exit")
     args = parser.parse_args()
+    if args.self_check:
+        problems = self_check()
+        print("\n".join(problems) or "flops: every count agrees with the hand count")
+        sys.exit(1 if problems else 0)
     gen = UNetGenerator()
     cls = build_classifier(args.classifier, 4, args.size)
     for net in (gen, cls):

@@ -120,28 +120,27 @@ def _quiet_tf():
 # ------------------------------------------------------------------------------------------
 # the GECO model exactly as `geco-tf train` builds it
 # ------------------------------------------------------------------------------------------
-def geco_options(size: int, precision: str = "float32") -> dict:
-    """``train_geco``'s defaults, resolved for ``size`` (what ``RUN/config.json`` would hold)."""
-    from geco_tf.training.train import DEFAULTS, resolve_options
+def geco_config(precision: str = "float32"):
+    """``geco-tf train``'s default :class:`~geco_tf.training.config.TrainConfig`, at ``precision``."""
+    from geco_tf.training.config import TrainConfig
 
-    opts = resolve_options({**DEFAULTS, "precision": precision}, size)
-    # No dataset here: the options resolved from one (train.resolve_data_options) are off, i.e.
-    # no output band (one fixed FFT low-pass per image), no background gain, and no epoch length
-    # (only --lr-schedule cosine needs it).
-    return {**opts, "output_band_resolved": None, "background_level_resolved": None, "steps_per_epoch_resolved": None}
+    return TrainConfig().replace(precision=precision)
 
 
 def build_geco(size: int, precision: str = "float32", num_classes: int = 4):
-    """The GECO model of ``geco-tf train`` (default options) for ``size`` x ``size`` slices."""
+    """The GECO model of ``geco-tf train`` (default config) for ``size`` x ``size`` slices. No
+    dataset here, so the settings resolved from one are off (no output band). Returns the
+    model and its config."""
     tf = _quiet_tf()
+    from geco_tf.training import train
     from geco_tf.training.precision import precision_policy
-    from geco_tf.training.train import _build
 
-    opts = geco_options(size, precision)
+    config = geco_config(precision)
     classes = [f"class{i}" for i in range(num_classes)]
-    with precision_policy(precision):
-        model = _build(opts, classes, size, tf.distribute.get_strategy())
-    return model, opts
+    strategy = tf.distribute.get_strategy()
+    with precision_policy(precision), strategy.scope():
+        model = train.build_geco(config, classes, size, strategy)
+    return model, config
 
 
 # ------------------------------------------------------------------------------------------
@@ -163,7 +162,7 @@ def train_worker(
     """
     tf = _quiet_tf()
     t0 = time.perf_counter()
-    model, opts = build_geco(size, precision)
+    model, config = build_geco(size, precision)
     x = tf.random.stateless_uniform([batch, size, size, 1], seed=[1, 2], minval=-1.0, maxval=1.0)
     y = tf.random.stateless_uniform([batch], seed=[3, 4], minval=0, maxval=4, dtype=tf.int32)
     step = tf.function(model.train_step, jit_compile=xla)
@@ -208,7 +207,7 @@ def train_worker(
         "build_and_compile_seconds": compile_s,
         "peak_rss_bytes": rss,
         "conv_peak_gflops_local": local_peak,
-        "classifier_batch_factor": 1.0 + (opts["pool_fraction"] if opts["pool_size"] else 0.0),
+        "classifier_batch_factor": 1.0 + (config.pool_fraction if config.pool_size else 0.0),
     }
     if profile_dir:
         from opprofile import summarise, trace
@@ -282,14 +281,16 @@ def flops_section(sizes: tuple[int, ...]) -> dict:
     """Forward FLOPs of generator and classifier and the full step, per image, per size."""
     from flops import forward_flops, geco_step_flops
 
+    from geco_tf.training.train import classifier_padding
+
     out = {}
     for size in sizes:
-        model, opts = build_geco(size)
+        model, config = build_geco(size)
         g = forward_flops(model.generator, (size, size, 1))
         c = forward_flops(model.classifier, (size, size, 1))
-        factor = 1.0 + (opts["pool_fraction"] if opts["pool_size"] else 0.0)
-        out[str(size)] = geco_step_flops(g, c, opts["critic_steps"], 0, factor)
-        out[str(size)]["classifier_padding"] = opts["classifier_padding_resolved"]
+        factor = 1.0 + (config.pool_fraction if config.pool_size else 0.0)
+        out[str(size)] = geco_step_flops(g, c, config.critic_steps, 0, factor)
+        out[str(size)]["classifier_padding"] = classifier_padding(config, size)
         out[str(size)]["classifier_batch_factor"] = factor
     out["convention"] = (
         "2 FLOPs per multiply-add; Conv2D, Conv2DTranspose and Dense only; step = classifier update "
@@ -504,8 +505,8 @@ def inference_section(work: Path, size: int, slices: int) -> dict:
     tf = _quiet_tf()
     from geco_tf.models import build_generator
 
-    opts = geco_options(size)
-    generator = build_generator(opts["generator"], base_filters=opts["base_filters"], depth=opts["depth"])
+    config = geco_config()
+    generator = build_generator(config.generator, base_filters=config.base_filters, depth=config.depth)
     generator(tf.zeros([1, size, size, 1]))
     rng = np.random.default_rng(0)
     volume = rng.uniform(-1, 1, size=(slices, size, size, 1)).astype(np.float32)

@@ -8,7 +8,7 @@ Optionally a GECO run's generator is measured the same way, so it sits on the sa
 Why: it tells whether the acceptance bar (audit <= 0.40 at SSIM >= 0.97) is within reach of
 simple filtering on this data, i.e. how much a learnt generator must add to it.
 
-    python benchmarks/frontier.py --data DATA [--run RUN] [--kinds identity,kspace,blur]
+    python experiments/frontier.py --data DATA [--run RUN] [--kinds identity,kspace,blur]
 
 About 5-10 minutes per harmoniser on 2 CPU cores (the audit trains until it stops improving).
 """
@@ -25,8 +25,8 @@ import numpy as np
 def measure(name: str, transform, data, target: str, arrays: dict) -> dict:
     """SSIM, PSNR, converged DDS audit and Fourier probe of ``transform`` on ``data``."""
     from geco_tf.evaluation.audit import audit_accuracy
-    from geco_tf.metrics import fidelity
     from geco_tf.evaluation.probes import fit_predict_fourier
+    from geco_tf.metrics import fidelity
 
     class _Generator:  # the audit calls generator(batch, training=False)
         def __call__(self, images, training=False):
@@ -66,8 +66,8 @@ def main() -> None:
     import geco_tf.models  # noqa: F401 - registers the generator classes for loading
     from geco_tf.data.dataset import open_dataset
     from geco_tf.data.pipeline import load_split_arrays
-    from geco_tf.evaluation.audit import generate
     from geco_tf.evaluation.harmonisation import default_baselines
+    from geco_tf.training.generate import generate
 
     data = open_dataset(args.data)
     arrays = {split: load_split_arrays(data, split, args.target)[:2] for split in ("train", "test")}
