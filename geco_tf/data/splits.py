@@ -183,11 +183,11 @@ def split_table(rows: Iterable[Mapping[str, object]], targets: Sequence[str] = C
             cls = str(row.get(t) or "unknown")
             subjects[(t, cls, split)].add(row["subject"])
             slices[(t, cls, split)] += 1
-    header = f"{'class':<30}" + "".join(f"{s:>18}" for s in SPLITS)
-    lines = [header, f"{'':<30}" + "".join(f"{'subjects/slices':>18}" for _ in SPLITS)]
+    header = f"{'class':<36}" + "".join(f"{s:>18}" for s in SPLITS)
+    lines = [header, f"{'':<36}" + "".join(f"{'subjects/slices':>18}" for _ in SPLITS)]
     for t in targets:
         for cls in sorted({c for (tt, c, _) in subjects if tt == t}):
             cells = "".join(f"{len(subjects[(t, cls, s)]):>9}/{slices[(t, cls, s)]:<8}" for s in SPLITS)
-            lines.append(f"{(t + ' ' + cls)[:30]:<30}{cells}")
-    lines.append(f"{'all':<30}" + "".join(f"{len(all_subjects[s]):>9}/{total[s]:<8}" for s in SPLITS))
+            lines.append(f"{(t + ' ' + cls)[:36]:<36}{cells}")
+    lines.append(f"{'all':<36}" + "".join(f"{len(all_subjects[s]):>9}/{total[s]:<8}" for s in SPLITS))
     return "\n".join(lines)
