@@ -17,7 +17,6 @@ import tensorflow as tf
 from keras import layers
 
 from geco_tf.models import normalization
-from geco_tf.models.background import BackgroundGain, BackgroundZero
 from geco_tf.models.band import BandLimit
 
 PACKAGE = "geco_tf"
@@ -68,6 +67,18 @@ def _pad_to_multiple(x: tf.Tensor, multiple: int, value: float = -1.0):
     return tf.pad(x, paddings, constant_values=tf.cast(value, x.dtype)), h, w
 
 
+#: Constructor arguments of :class:`UNetGenerator` that were deleted (measured on the built-in
+#: data, not better than the defaults; ``docs/what-we-tried.md``) and the value that meant "off":
+#: a generator saved before loads if each is at that value.
+REMOVED_UNET_ARGUMENTS = {
+    "edit_space": "logit",
+    "linear_filter": 0,
+    "noise_channels": 0,
+    "background_gain": None,
+    "zero_background": False,
+}
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class UNetGenerator(keras.Model):
     """U-Net (Ronneberger et al. 2015) with a tanh output: the paper's core GECO generator.
@@ -79,39 +90,13 @@ class UNetGenerator(keras.Model):
         norm: 'instance' (default), 'batch' or None.
         input_skip: add ``atanh(0.999 x)`` to the head's pre-activation and start the head at
             zero, so the network *is* the identity at initialisation (up to 0.1% contrast) and
-            learns only the edit, still bounded by tanh. Without it a U-Net with instance norm
-            needs hundreds of steps to learn the identity (SSIM ~0.89 after 300 steps on the
-            built-in data), time the adversarial game cannot spare.
-        edit_space: with ``input_skip``, the units of the head's output (the edit). ``'logit'``
-            (default): the edit is added to ``atanh(0.999 x)``, so tanh's slope damps edits
-            and their gradients 35x in the background (x ~ -1) and 6x on bright tissue.
-            ``'pixel'``: the edit is divided by that slope, ``1 - (0.999 x)^2``, so
-            ``G(x) ~= x + edit`` to first order at every intensity. Pixel units looked right (a
-            third of a harmonising low-pass edit lies at such intensities), but in the game they
-            made things worse: the co-trained classifier went from ~0.5 to ~0.9 on G(val) by
-            epoch 5 (docs/results.md); the damping keeps the generator from writing its own,
-            vendor-dependent texture into the background.
-        linear_filter: with ``input_skip``, the size k of a learnable k x k convolution of the
-            input added to the edit (0 = none), zero at initialisation. Scanner signatures are
-            largely k-space filters (acquired matrix, apodisation), whose inverse or common
-            denominator is a linear filter; the U-Net, whose every layer is normalised per image,
-            can only approximate one. Here it is one layer the game can tune directly.
-        noise_channels: number of standard-normal channels drawn afresh on every call and given
-            to the U-Net beside the image (0 = none, a deterministic generator). Most scanner
-            signatures are noise texture (parallel-imaging g-factor, homodyne real-valued noise,
-            vendor denoising, a masked background, noise-free zero-filled k-space bands); a
-            deterministic network can only reshape or remove the noise an image already has,
-            never add an independent realisation where a vendor has none. With noise channels
-            it can. ``call(x, noise=z)`` takes a given draw instead (tests, reproducible runs);
-            otherwise the draw follows TensorFlow's global seed.
+            learns only the edit, still bounded by tanh (default, as ``geco-tf train``). Without
+            it (the paper's network, ``--preset paper``) a U-Net with instance norm needs
+            hundreds of steps to learn the identity (SSIM ~0.89 after 300 steps on the built-in
+            data), time the adversarial game cannot spare.
         output_band: (rows, columns) as fractions of Nyquist, or None. The output is low-passed
             to this band (:class:`~geco_tf.models.band.BandLimit`), so k-space a scanner did not
             acquire is cut from every output instead of left for the classifier to find.
-        background_gain: (centre, spread) of the training data's air noise level, or None: a
-            learnt per-slice gain on the air (:class:`~geco_tf.models.background.BackgroundGain`).
-        zero_background: set the air around the head (from the input's anatomy) to black after
-            everything else (:class:`~geco_tf.models.background.BackgroundZero`), so no vendor's
-            background noise survives where tanh keeps the generator from editing it.
     """
 
     def __init__(
@@ -119,38 +104,17 @@ class UNetGenerator(keras.Model):
         depth: int = 3,
         base_filters: int = 16,
         norm: str | None = "instance",
-        input_skip: bool = False,
-        edit_space: str = "logit",
-        linear_filter: int = 0,
-        noise_channels: int = 0,
+        input_skip: bool = True,
         output_band: tuple[float, float] | None = None,
-        background_gain: tuple[float, float] | None = None,
-        zero_background: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if edit_space not in ("pixel", "logit"):
-            raise ValueError(f"edit_space {edit_space!r}: use 'pixel' or 'logit'")
         self.depth = depth
         self.base_filters = base_filters
         self.norm = norm
-        self.input_skip = input_skip
-        self.edit_space = edit_space
-        self.linear_filter = int(linear_filter)
-        self.noise_channels = int(noise_channels)
+        self.input_skip = bool(input_skip)
         self.output_band = tuple(float(b) for b in output_band) if output_band else None
         self.band_limit = BandLimit(self.output_band, name="band_limit") if self.output_band else None
-        self.background_gain = tuple(float(v) for v in background_gain) if background_gain else None
-        self.background = (
-            BackgroundGain(self.background_gain, name="background_gain") if self.background_gain else None
-        )
-        self.zero_background = bool(zero_background)
-        self.background_zero = BackgroundZero(name="background_zero") if self.zero_background else None
-        self.filter = (
-            layers.Conv2D(1, self.linear_filter, padding="same", use_bias=False, kernel_initializer="zeros", name="filter")
-            if self.linear_filter and input_skip
-            else None
-        )
         self.down_blocks = [ConvBlock(base_filters * 2**i, norm, name=f"down{i}") for i in range(depth)]
         self.pools = [layers.MaxPooling2D(2, name=f"pool{i}") for i in range(depth)]
         self.bottleneck = ConvBlock(base_filters * 2**depth, norm, name="bottleneck")
@@ -163,13 +127,8 @@ class UNetGenerator(keras.Model):
         self.head = layers.Conv2D(1, 1, kernel_initializer=init, name="head")
         self.out_act = layers.Activation("tanh", dtype="float32", name="tanh")
 
-    def call(self, x, training=None, noise=None):
+    def call(self, x, training=None):
         inputs = x
-        if self.noise_channels:
-            if noise is None:
-                shape = tf.concat([tf.shape(x)[:3], [self.noise_channels]], axis=0)
-                noise = tf.random.normal(shape, dtype=x.dtype)
-            x = tf.concat([x, tf.cast(noise, x.dtype)], axis=-1)
         x, h, w = _pad_to_multiple(x, 2**self.depth)
         skips = []
         for block, pool in zip(self.down_blocks, self.pools):
@@ -180,19 +139,10 @@ class UNetGenerator(keras.Model):
         for up, concat, block, skip in zip(self.ups, self.concats, self.up_blocks, reversed(skips)):
             x = block(concat([up(x), skip]), training=training)
         x = tf.cast(self.head(x)[:, :h, :w, :], "float32")
-        if self.filter is not None:
-            x = x + tf.cast(self.filter(inputs), "float32")
         if self.input_skip:
-            shrunk = 0.999 * tf.clip_by_value(tf.cast(inputs, "float32"), -1.0, 1.0)
-            if self.edit_space == "pixel":
-                x = x / (1.0 - tf.square(shrunk))  # tanh's slope at the input: edit in pixel units
-            x = x + tf.math.atanh(shrunk)
+            x = x + tf.math.atanh(0.999 * tf.clip_by_value(tf.cast(inputs, "float32"), -1.0, 1.0))
         x = self.out_act(x)
-        if self.background is not None:
-            x = self.background(x, inputs)
-        if self.band_limit is not None:
-            x = self.band_limit(x)
-        return self.background_zero(x, inputs) if self.background_zero is not None else x
+        return self.band_limit(x) if self.band_limit is not None else x
 
     def get_config(self) -> dict:
         return {
@@ -201,13 +151,19 @@ class UNetGenerator(keras.Model):
             "base_filters": self.base_filters,
             "norm": self.norm,
             "input_skip": self.input_skip,
-            "edit_space": self.edit_space,
-            "linear_filter": self.linear_filter,
-            "noise_channels": self.noise_channels,
             "output_band": list(self.output_band) if self.output_band else None,
-            "background_gain": list(self.background_gain) if self.background_gain else None,
-            "zero_background": self.zero_background,
         }
+
+    @classmethod
+    def from_config(cls, config: dict) -> UNetGenerator:
+        """Also loads a generator saved before the arguments in :data:`REMOVED_UNET_ARGUMENTS`
+        were deleted, when each was off."""
+        config = dict(config)
+        for key, off in REMOVED_UNET_ARGUMENTS.items():
+            value = config.pop(key, off)
+            if value != off and not (key == "background_gain" and not value):
+                raise ValueError(f"this generator was saved with {key}={value!r}, which geco-tf no longer has")
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -226,7 +182,7 @@ class ResidualGenerator(keras.Model):
         self.base_filters = base_filters
         self.norm = norm
         self.alpha_init = alpha_init
-        self.body = UNetGenerator(depth, base_filters, norm, name="body")
+        self.body = UNetGenerator(depth, base_filters, norm, input_skip=False, name="body")
         self.alpha = self.add_weight(
             name="alpha", shape=(), initializer=keras.initializers.Constant(alpha_init), dtype="float32"
         )

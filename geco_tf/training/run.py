@@ -31,11 +31,8 @@ HISTORY_COLUMNS = (
     "gen_loss",
     "gen_adv_loss",
     "gen_mse",
-    "gen_ssim",
-    "beta_scale",
     "cls_loss",
     "cls_accuracy",
-    "cls_holdout_accuracy",
     "disc_loss",
     "spec_loss",
     "spec_accuracy",
@@ -125,16 +122,13 @@ def network_parts(model) -> dict:
         parts["discriminator_weights"] = list(model.discriminator.weights)
     if model.spectral_classifier is not None:
         parts["spectral_classifier_weights"] = list(model.spectral_classifier.weights)
-    if model.ema_generator is not None:
-        parts["ema_generator_weights"] = list(model.ema_generator.weights)
     return parts
 
 
 def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
     """Everything a resumed run needs: the networks, their optimizers, the epoch counter and the
-    game state (step counter that drives warm-up and the pool's random stream; the pool; the
-    SSIM controller's beta scale, with ``--ssim-setpoint``; the classifier snapshots, with
-    ``--classifier-snapshots``)."""
+    game state (the step counter that drives the warm-up and the pool's random stream; the
+    replay pool)."""
     parts = {
         **network_parts(model),
         "g_optimizer": model.g_optimizer,
@@ -146,15 +140,8 @@ def make_checkpoint(model, epoch: tf.Variable) -> tf.train.Checkpoint:
         parts["d_optimizer"] = model.d_optimizer
     if model.spectral_classifier is not None:
         parts["s_optimizer"] = model.s_optimizer
-    if model.pool_size:
-        parts.update(pool_images=model.pool_images, pool_labels=model.pool_labels, pool_count=model.pool_count)
-    if model.snapshots:
-        parts.update(
-            snapshot_weights=[w for snapshot in model.snapshots for w in snapshot.weights],
-            snapshot_count=model.snapshot_count,
-        )
-    if model.ssim_setpoint:  # only then: checkpoints of runs without the controller stay loadable
-        parts["beta_scale"] = model.log_beta_scale
+    if model.pool is not None:
+        parts.update(pool_images=model.pool.images, pool_labels=model.pool.labels, pool_count=model.pool.count)
     return tf.train.Checkpoint(**parts)
 
 
