@@ -36,7 +36,7 @@ def run_demo(out: str | Path, quick: bool = False, target: str = "manufacturer",
     """Run the chain into ``out`` (data/, baseline/, geco/, report/) and return the report's
     metrics. ``quick`` shrinks every stage (:data:`QUICK`) to a smoke test. Each stage is a step
     line on stderr, with the stage's own steps and progress bars inside it (none with ``quiet``)."""
-    from geco_tf.data.synth import synthesize
+    from geco_tf.data.synth import DEFAULT_SUBJECTS, synthesize
     from geco_tf.evaluation.report import EVALUATE_STEPS, evaluate_run
     from geco_tf.progress import Progress
     from geco_tf.training.baseline import BASELINE_STEPS, run_baseline
@@ -57,8 +57,12 @@ def run_demo(out: str | Path, quick: bool = False, target: str = "manufacturer",
         run()
         progress.note(f"[demo] {name}: {time.monotonic() - start:.0f} s")
 
-    stage("synth (built-in multi-vendor data)", (data / "dataset.json").is_file(),
-          lambda: synthesize(data, **sizes["synth"]))
+    def synth() -> None:
+        subjects = sizes["synth"].get("subjects", DEFAULT_SUBJECTS)
+        with Progress(quiet=quiet).bar(total=subjects, desc="rendering subjects") as bar:
+            synthesize(data, **sizes["synth"], progress=bar.update)
+
+    stage("synth (built-in multi-vendor data)", (data / "dataset.json").is_file(), synth)
     stage("baseline (DeepDicomSort-style classifier on original slices)", (baseline / "metrics.json").is_file(),
           lambda: run_baseline(data, baseline, target=target, **sizes["baseline"],
                                progress=Progress(quiet=quiet, steps=BASELINE_STEPS)))

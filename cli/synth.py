@@ -62,7 +62,8 @@ Examples:
     "compromise: tuned, but the 3T bandwidth raised 1.5x instead of 2x. "
     "Anatomy, vendors and noise draws are the same.",
 )
-def command(out: str, size: int, subjects: int, slices_per_subject: int, seed: int, protocol: str) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
+def command(out: str, size: int, subjects: int, slices_per_subject: int, seed: int, protocol: str, quiet: bool) -> None:
     """Write the built-in multi-vendor MRI dataset to OUT.
 
     Anatomy comes from the MNI152 2009a template shipped with nilearn (no network), deformed per
@@ -72,11 +73,13 @@ def command(out: str, size: int, subjects: int, slices_per_subject: int, seed: i
     Splits are 70/20/10 by subject. The directory layout is described in docs/data.md.
     """
     output_dir(out, "--out")
-    from geco_tf.data.synth import synthesize
-
-    with click.progressbar(length=subjects, label="synth: rendering subjects", file=click.get_text_stream("stderr")) as bar:
-        path = synthesize(out, size=size, subjects=subjects, slices_per_subject=slices_per_subject, seed=seed, progress=bar.update, protocol=protocol)
     from geco_tf.data.dataset import open_dataset
+    from geco_tf.data.synth import synthesize
+    from geco_tf.progress import Progress
+
+    with Progress(quiet=quiet).bar(total=subjects, desc="synth: rendering subjects") as bar:
+        path = synthesize(out, size=size, subjects=subjects, slices_per_subject=slices_per_subject, seed=seed,
+                          progress=bar.update, protocol=protocol)
 
     data = open_dataset(path)
     counts = ", ".join(f"{split} {data.count(split)}" for split in ("train", "val", "test"))

@@ -43,7 +43,8 @@ def test_the_best_validation_accuracy_is_kept_and_lower_loss_breaks_ties():
     assert all(np.all(w == 2) for w in model.get_weights())  # epoch 3's weights are back
 
 
-def test_fit_learns_keeps_the_best_epoch_and_stops_early(tmp_path):
+@pytest.mark.slow
+def test_fit_learns_keeps_the_best_epoch_and_stops_early():
     x, y = _data()
     xv, yv = _data(32, seed=1)
     model = _model()
