@@ -255,7 +255,10 @@ def parse_value(key: str, value: Any, source: str = "config") -> Any:
             return ",".join(f"{float(v):g}" for v in value)
         return str(value)
     except (TypeError, ValueError):
-        raise UserError(f"{source}: {key} = {value!r} is not a {kind.__name__}") from None
+        raise UserError(f"{source}: {key} = {value!r} is not {_KIND_NAMES.get(kind, kind.__name__)}") from None
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
 
 
 def _parse_text(text: str) -> Any:
