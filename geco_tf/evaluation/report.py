@@ -252,7 +252,9 @@ def evaluate_run(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is a file, not a directory")
     run = RunDir(run_dir)
-    config = _read_json(run.config)
+    if not run.config.is_file():
+        raise UserError(f"{run.config}: missing (is {run_dir} a run directory written by `geco-tf train`?)")
+    config = run.read_config()
     run_metrics = _read_json(run.metrics)
     target = config.get("target") or run_metrics.get("target")
     if not target:
