@@ -187,7 +187,8 @@ def started_attempts(work_dir: str | os.PathLike, job_id: str) -> int:
         return 0
 
 
-def _mark_started(work_dir: str | os.PathLike, job_id: str) -> int:
+def mark_started(work_dir: str | os.PathLike, job_id: str) -> int:
+    """Count one more start of ``job_id``'s conversion (``<id>.started``); return the count."""
     attempts = started_attempts(work_dir, job_id) + 1
     write_json_atomic(_started_path(work_dir, job_id), {"attempts": attempts})
     return attempts
@@ -214,7 +215,7 @@ def convert_job(job: Job, work_dir: str, mark: bool = True) -> dict[str, Any]:
         "file_skips": [],
     }
     if mark:
-        record["attempts"] = _mark_started(work_dir, job.id)
+        record["attempts"] = mark_started(work_dir, job.id)
     try:
         if job.kind == "dicom":
             import SimpleITK as sitk
@@ -528,13 +529,14 @@ def nifti_jobs(csv_path: Path, key: bytes, scrubber: P.Scrubber, subject_key: st
 
 
 def _convert_in_pool(
-    jobs: list[Job], work: Path, workers: int, on_record: Callable[[Job, dict], None], bar: Any
+    jobs: list[Job], work: Path, workers: int, on_record: Callable[[Job, dict], None], bar: Any,
+    convert: Callable[[Job, str], dict],
 ) -> None:
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         pending = {}
         queue = iter(jobs)
         for job in queue:  # keep at most 2 x workers jobs in flight: a small, flat parent
-            pending[pool.submit(convert_job, job, str(work))] = job
+            pending[pool.submit(convert, job, str(work))] = job
             if len(pending) >= 2 * workers:
                 break
         while pending:
@@ -545,17 +547,19 @@ def _convert_in_pool(
                 bar.update(1)
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending[pool.submit(convert_job, nxt, str(work))] = nxt
+                    pending[pool.submit(convert, nxt, str(work))] = nxt
 
 
 def convert_jobs(
-    jobs: list[Job], work: Path, workers: int, on_record: Callable[[Job, dict], None], bar: Any
+    jobs: list[Job], work: Path, workers: int, on_record: Callable[[Job, dict], None], bar: Any,
+    convert: Callable[[Job, str], dict] = convert_job,
 ) -> None:
     """Convert ``jobs`` (in a spawn pool when ``workers`` > 1), handing each record to ``on_record``.
 
     A worker that dies (killed, out of memory) breaks the pool: the series it was converting are
     then tried again one at a time, so a second death names the series, which gets
-    :func:`killed_record` instead of ending the run.
+    :func:`killed_record` instead of ending the run. ``convert``: :func:`convert_job` (a
+    module-level function, as the spawned workers import it by name; tests pass another).
     """
     done: set[str] = set()
 
@@ -566,13 +570,13 @@ def convert_jobs(
     todo = [j for j in jobs if j.id not in done]
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
-            keep(job, convert_job(job, str(work)))
+            keep(job, convert(job, str(work)))
             bar.update(1)
         return
     # spawn, not fork: the parent may hold TensorFlow's threads; a worker needs only numpy/ITK/pydicom
     while todo:
         try:
-            _convert_in_pool(todo, work, workers, keep, bar)
+            _convert_in_pool(todo, work, workers, keep, bar, convert)
         except BrokenProcessPool:
             pass
         remaining = [j for j in todo if j.id not in done]
@@ -585,7 +589,7 @@ def convert_jobs(
         for job in suspects:  # alone, so that a second death names the series
             if started_attempts(work, job.id) < MAX_ATTEMPTS:
                 try:
-                    _convert_in_pool([job], work, 1, keep, bar)
+                    _convert_in_pool([job], work, 1, keep, bar, convert)
                 except BrokenProcessPool:
                     pass
             if job.id not in done and started_attempts(work, job.id) >= MAX_ATTEMPTS:
