@@ -34,7 +34,14 @@ def _default_workers() -> int:
               help="What tells subjects apart: PatientID (a PatientID shared by several studies, or empty, falls "
                    "back to the study, with a warning), StudyInstanceUID, or the first folder under DICOM_DIR.")
 @click.option("--quiet", is_flag=True, help="No step lines, progress bars or split table (warnings are still shown).")
-def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_work, subject_key, quiet) -> None:
+@click.option("--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True,
+              help="local: --workers processes on this machine. beam: an Apache Beam pipeline (pip install "
+                   "'geco-tf[beam]'; same dataset; see docs/scale.md), the DirectRunner with 2 processes by default.")
+@click.option("--beam-options", default=None, metavar="FLAGS",
+              help='With --runner beam: Beam\'s own flags as one string, e.g. "--runner=FlinkRunner '
+                   '--flink_master=host:8081" (see docs/scale.md).')
+def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_work, subject_key, quiet, runner,
+            beam_options) -> None:
     """Convert a DICOM export (or NIfTI volumes with labels) into a dataset directory.
 
     Series are found by SeriesInstanceUID in any folder layout, read with correct geometry,
@@ -58,6 +65,13 @@ def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_w
 
     if (dicom_dir is None) == (nifti_csv is None):
         raise UserError("preprocess: give a DICOM_DIR or --nifti-csv FILE (exactly one)")
+    pipeline = None
+    if runner == "beam":
+        from geco_tf.data.beam_preprocess import BeamPipeline  # raises the install line without Beam
+
+        pipeline = BeamPipeline(beam_options)
+    elif beam_options:
+        raise UserError("--beam-options: only with --runner beam")
     summary = preprocess(
         out_dir,
         dicom_dir=dicom_dir,
@@ -70,6 +84,7 @@ def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_w
         subject_key=subject_key,
         progress=Progress(quiet=quiet, steps=3),
         log=lambda msg: click.echo(msg, err=True),
+        pipeline=pipeline,
     )
     resumed = f", {summary.n_resumed} resumed from an earlier run" if summary.n_resumed else ""
     click.echo(
