@@ -1,6 +1,7 @@
 """Fidelity metrics between an original slice X and its generated version G(X).
 
-Both follow ``shared/design.md`` so every tool of the project reports the same numbers:
+Both are defined once here so that training, evaluation, the report and the exports all report the
+same numbers (docs/evaluation.md):
 
 * **SSIM**: ``tf.image.ssim`` on images in [-1, 1] with ``max_val=2.0`` (the dynamic range of
   that convention) and its defaults: 11x11 Gaussian window, sigma 1.5, k1 0.01, k2 0.03.
