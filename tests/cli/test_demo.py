@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from geco_tf_cli.main import cli
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_the_chain_and_prints_the_table(tmp_path) -> None:
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--quick"])
     assert result.exit_code == 0, result.output
-    for stage in ("synth", "baseline", "train", "evaluate"):
-        assert f"[demo] {stage}" in result.output
+    for k, stage in enumerate(("synth", "baseline", "train", "evaluate"), start=1):
+        assert f"[{k}/4] [demo] {stage}" in result.output  # the step lines (stderr)
+    assert "[9/9] per modality, figures" in result.output  # evaluate's own steps
     assert "accuracy_audit (fresh DDS-style, G(X))" in result.output
     assert "VERDICT:" in result.output and "not a result" in result.output
     metrics = json.loads((out / "report" / "metrics.json").read_text())

@@ -152,6 +152,7 @@ def test_fourier_probe_finds_noise_colour_and_features_are_bounded() -> None:
     assert np.mean(fit_predict_fourier(x_tr, shuffled, x_te) == y_te) < 0.6
 
 
+@pytest.mark.slow
 def test_cnn_probe_finds_noise_colour_and_not_shuffled_labels() -> None:
     """The small CNN must find a texture signature on its own (early stop on held-out slices),
     else a harmoniser's 'low leakage' would only mean an untrained probe."""
@@ -249,9 +250,14 @@ def identity_report(tiny_data, tmp_path_factory) -> tuple[dict, Path]:
     )
     assert result.exit_code == 0, result.output
     assert "VERDICT:" in result.output and "accuracy_audit" in result.output
+    # Long work shows itself on stderr: numbered steps and a bar over each classifier's epochs.
+    assert "[1/9] loading the run and the data" in result.output
+    assert "[4/9] audit: a fresh DDS-style classifier trained on generated images" in result.output
+    assert "audit dds on generated images" in result.output and "[9/9] per modality" in result.output
     return json.loads((out / "metrics.json").read_text()), out
 
 
+@pytest.mark.slow
 def test_report_has_design_keys_and_consistent_numbers(identity_report) -> None:
     metrics, out = identity_report
     on_disk = json.loads((out / "metrics.json").read_text())
@@ -272,6 +278,7 @@ def test_report_has_design_keys_and_consistent_numbers(identity_report) -> None:
     assert names[:2] == ["identity", "zscore"] and names[-1] == "GECO"
 
 
+@pytest.mark.slow
 def test_identity_generator_is_reported_as_surviving(identity_report) -> None:
     metrics, out = identity_report
     # The planted apodisation is a spectrum signature: the Fourier audit has full power and
@@ -286,6 +293,7 @@ def test_identity_generator_is_reported_as_surviving(identity_report) -> None:
     assert metrics["utility_retained"] == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.slow
 def test_html_is_self_contained_with_every_figure(identity_report) -> None:
     metrics, out = identity_report
     page = (out / "index.html").read_text()
