@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
+
+from geco_tf.errors import UserError
 
 
 @click.command(
@@ -44,8 +47,31 @@ Examples:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Slices per model call.")
 @click.option("--quiet", is_flag=True, help="No progress bar or skip lines on stderr.")
+@click.option(
+    "--runner",
+    type=click.Choice(["local", "beam"]),
+    default="local",
+    show_default=True,
+    help="local: this process. beam: an Apache Beam pipeline, one element per volume or series, the model "
+    "loaded once per worker (pip install 'geco-tf[beam]'; see docs/scale.md); the DirectRunner with 2 "
+    "processes by default.",
+)
+@click.option(
+    "--beam-options",
+    default=None,
+    metavar="FLAGS",
+    help='With --runner beam: Beam\'s own flags as one string, e.g. "--runner=FlinkRunner --flink_master=host:8081".',
+)
 def command(
-    model: str, input_path: str, output: str, strip_vendor_tags: bool, overwrite: bool, batch_size: int, quiet: bool
+    model: str,
+    input_path: str,
+    output: str,
+    strip_vendor_tags: bool,
+    overwrite: bool,
+    batch_size: int,
+    quiet: bool,
+    runner: str,
+    beam_options: str | None,
 ) -> None:
     """De-artifact INPUT: a NIfTI file, a DICOM file, or a directory of any depth holding both.
 
@@ -57,11 +83,23 @@ def command(
     output is written atomically and marked done, so a rerun into the same --out continues
     where the last one stopped.
     """
+    if runner == "beam":  # without Apache Beam: one line and exit 2, before TensorFlow is imported
+        from geco_tf.data.beam_runner import require_beam
+
+        require_beam()
     from geco_tf.export.deartifact import SKIPPED_FILE, deartifact_path
     from geco_tf.progress import Progress
 
     progress = Progress(quiet=quiet)
-    summary = deartifact_path(
+    if runner == "beam":
+        from geco_tf.export.beam_deartifact import deartifact_beam  # raises the install line without Beam
+
+        run = partial(deartifact_beam, beam_options=beam_options)
+    elif beam_options:
+        raise UserError("--beam-options: only with --runner beam")
+    else:
+        run = deartifact_path
+    summary = run(
         model,
         input_path,
         output,

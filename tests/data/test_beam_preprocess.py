@@ -78,7 +78,11 @@ def assert_same_dataset(a: Path, b: Path) -> None:
     assert info_a == info_b
 
 
-def run_beam(archive: Path, out: Path, key: Path, options: str = "--direct_running_mode=in_memory") -> object:
+#: Beam in this process, one element at a time (fast, and a failure stops the run where it is).
+IN_PROCESS = "--direct_running_mode=in_memory --direct_num_workers=1"
+
+
+def run_beam(archive: Path, out: Path, key: Path, options: str = IN_PROCESS) -> object:
     from geco_tf.data.beam_preprocess import preprocess_beam
 
     return preprocess_beam(out, beam_options=options, dicom_dir=archive, size=SIZE, key_file=key)
