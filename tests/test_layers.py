@@ -15,14 +15,9 @@ import ast
 import functools
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "geco_tf"
 LAYERS = {"base": 0, "data": 1, "models": 2, "training": 3, "evaluation": 4, "export": 5}
-#: Files whose import cycles another engineer is removing (export: deartifact <-> dicom_writer,
-#: load <-> saved_model); only cycles entirely inside these are expected to fail for now.
-PENDING_CYCLES: set[str] = {"geco_tf.export"}
 
 
 @functools.cache
@@ -143,14 +138,7 @@ def test_every_module_is_seen_with_its_function_local_imports():
 
 
 def test_no_import_cycle_between_files():
-    found = [c for c in cycles(import_graph()) if not all(m.startswith(tuple(PENDING_CYCLES)) for m in c)]
-    assert found == [], f"import cycles between files: {found}"
-
-
-@pytest.mark.xfail(reason="geco_tf.export: deartifact <-> dicom_writer and load <-> saved_model, being removed by "
-                          "the export engineer", strict=False)
-def test_no_import_cycle_in_export():
-    found = [c for c in cycles(import_graph()) if all(m.startswith(tuple(PENDING_CYCLES)) for m in c)]
+    found = cycles(import_graph())
     assert found == [], f"import cycles between files: {found}"
 
 
