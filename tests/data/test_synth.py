@@ -33,6 +33,7 @@ def _shard_bytes(path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((path / "slices").glob("*.tfrecord"))}
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     opts = dict(size=32, subjects=8, slices_per_subject=2)
     a = synth.synthesize(tmp_path / "a", seed=3, **opts)
@@ -43,6 +44,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert _shard_bytes(a) != _shard_bytes(c)
 
 
+@pytest.mark.slow
 def test_same_seed_same_slices_across_processes(tmp_path, synth_data):
     """A fresh process with the same options reproduces the session dataset byte for byte
     (``DatasetWriter`` serialises examples deterministically) and slice for slice."""
@@ -246,6 +248,7 @@ def test_cli_help_and_user_errors(tmp_path):
     assert proc.returncode == 2 and "--subjects" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_writes_dataset(tmp_path):
     out = tmp_path / "cli"
     proc = subprocess.run(

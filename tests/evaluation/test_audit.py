@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from geco_tf.evaluation.audit import audit_accuracy
 
@@ -15,6 +16,7 @@ class _Constant(keras.Model):
         return keras.ops.zeros_like(x)
 
 
+@pytest.mark.slow
 def test_audit_of_an_erasing_generator_is_at_chance(tiny_data):
     res = audit_accuracy(_Constant(), tiny_data, "manufacturer", classifier="maxpool", epochs=1)
     for key in ("accuracy", "ci95", "n_test", "chance", "confusion", "best_epoch", "val_accuracy"):

@@ -46,6 +46,7 @@ def legacy_file(tmp_path_factory):
     return path, arrays
 
 
+@pytest.mark.slow
 def test_from_scratch_run_directory_says_not_pretrained(tiny_data, tmp_path):
     run = tmp_path / "run"
     result = _invoke(["--data", str(tiny_data), "--out", str(run), "--epochs", "2", "--batch-size", "16"])
@@ -92,6 +93,7 @@ def _assert_backbone_is(bb, arrays):
         np.testing.assert_array_equal(bb.prelus[i].alpha.numpy(), arrays[f"p_re_lu_{n}"]["alpha"])
 
 
+@pytest.mark.slow
 def test_pretrained_run_on_small_slices_resamples_to_256_and_saves_frozen_model(tiny_data, legacy_file, tmp_path):
     path, arrays = legacy_file
     run = tmp_path / "run"
