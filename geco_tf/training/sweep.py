@@ -466,7 +466,7 @@ def run_sweep(
         "fixed": fixed or None,
     }
     stored_path = out / "sweep.json"
-    if resume:
+    if resume and not _is_worker():
         if not stored_path.exists():
             raise UserError(f"{stored_path}: no sweep to resume here")
         settings = SweepSettings.from_json(json.loads(stored_path.read_text()))
@@ -477,7 +477,7 @@ def run_sweep(
                     "a resumed sweep keeps its settings (choose a new --out for new ones)"
                 )
     else:
-        if stored_path.exists() or (out / "tuner").exists():
+        if not _is_worker() and (stored_path.exists() or (out / "tuner").exists()):
             raise UserError(f"{out}: already holds a sweep; use --resume to continue it or choose a new --out")
         if given["data"] is None:
             raise UserError("--data: the dataset to sweep on is required")
