@@ -157,6 +157,12 @@ class Summary:
 # plan
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """A reason as one line (library messages such as nibabel's span several), at most ``limit`` chars."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -284,7 +290,7 @@ def plan(
     for job in jobs:
         job.strip_vendor_tags, job.model_name, job.batch_size = strip_vendor_tags, model_name, batch_size
         job.uid_key = key
-    return jobs, list(skipped)
+    return jobs, [(path, one_line(reason)) for path, reason in skipped]
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,13 +319,13 @@ def run_job(model_fn: Deartifactor, job: Job, overwrite: bool = False) -> Outcom
     start = time.perf_counter()
 
     def skipped(reason: str) -> Outcome:
-        return Outcome(job, 0, "", time.perf_counter() - start, status="skipped", reason=reason)
+        return Outcome(job, 0, "", time.perf_counter() - start, status="skipped", reason=one_line(reason))
 
     marker = job.marker
     assert marker is not None
+    _remove_stale_temporaries(job)
     if marker.exists() and not overwrite:
         return Outcome(job, 0, "", 0.0, ["finished in an earlier run"], status="finished-before")
-    _remove_stale_temporaries(job)
     ours = job.partial_marker.exists()
     for path in job.outputs:
         if path.is_dir():
