@@ -268,7 +268,8 @@ def plot_figure3(summary: dict, path: str | os.PathLike) -> None:
     ax_a.set_xticks(x, names, rotation=30 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center")
     ax_a.set_ylabel("pairs")
     ax_a.set_title(f"(a) which image is better ({summary['overall']['n_pairs']} pairs)")
-    ax_a.legend(fontsize=8, frameon=False)
+    ax_a.set_ylim(0, max(1, summary["overall"]["n_pairs"]) * 1.5)
+    ax_a.legend(fontsize=8, frameon=False, loc="upper left")
     ax_a.yaxis.get_major_locator().set_params(integer=True)
     for k, (field, label, colour) in enumerate((("original_mean", "original", "#4c72b0"),
                                                 ("edited_mean", "edited", "#dd8452"))):
@@ -283,10 +284,10 @@ def plot_figure3(summary: dict, path: str | os.PathLike) -> None:
             top = max(r["original_mean"], r["edited_mean"])
             ax_b.text(i, top + 0.25, text, ha="center", va="bottom", fontsize=7)
     ax_b.set_xticks(x, names, rotation=30 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center")
-    ax_b.set_ylim(0, 11.5)
+    ax_b.set_ylim(0, 13.5)
     ax_b.set_ylabel("mean quality score (1-10)")
-    ax_b.set_title("(b) quality scores: original - edited [95% CI]")
-    ax_b.legend(fontsize=8, frameon=False, loc="lower right")
+    ax_b.set_title("(b) quality, original - edited [95% CI]")
+    ax_b.legend(fontsize=8, frameon=False, loc="upper left", ncol=2)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=130, format="png")
