@@ -571,6 +571,9 @@ def _fallback_gap(ds: Any) -> float | None:
     return None
 
 
+NO_DECODER = "no decoder for the transfer syntax"
+
+
 def read_pixels_pydicom(paths: list[str], shape: tuple[int, int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Decode each file with pydicom (its plugins handle compressed syntaxes) and rescale."""
     import pydicom
@@ -579,12 +582,16 @@ def read_pixels_pydicom(paths: list[str], shape: tuple[int, int]) -> tuple[np.nd
     volume = np.empty((len(paths), *shape), dtype=np.float32)
     failed: list[tuple[str, str]] = []
     for k, path in enumerate(paths):
+        ds = None
         try:
             ds = pydicom.dcmread(path)
             pixels = ds.pixel_array
             if pixels.shape != shape:
                 raise ValueError(f"pixel array {pixels.shape} != Rows x Columns {shape}")
             volume[k] = apply_rescale(pixels, ds)
+        except NotImplementedError:
+            syntax = getattr(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None), "name", "unknown")
+            failed.append((path, f"{NO_DECODER}: {syntax}"))
         except Exception as exc:
             failed.append((path, f"unreadable pixel data ({type(exc).__name__}: {first_line(exc)})"))
     return volume, failed
@@ -649,9 +656,9 @@ def _classic_volume(paths: list[str], first: Any, decoder: str) -> SeriesVolume:
         volume, failed = read_pixels_pydicom(ordered, stack.slices[0].shape)
         if failed:
             file_skips.extend(failed)
-            raise SeriesRejected(
-                f"pixel data unreadable in {len(failed)} of {len(ordered)} files (truncated or corrupt)", file_skips
-            )
+            reasons = {reason for _, reason in failed}
+            why = next(iter(reasons)) if len(reasons) == 1 and NO_DECODER in next(iter(reasons)) else "truncated or corrupt"
+            raise SeriesRejected(f"pixel data unreadable in {len(failed)} of {len(ordered)} files ({why})", file_skips)
         image = _make_image(volume, stack)
     return SeriesVolume(image=image, labels={}, notes=stack.notes, file_skips=file_skips, decoder=used)
 

@@ -144,6 +144,23 @@ def read_labels_csv(csv_path: str | os.PathLike) -> tuple[list[NiftiRow], list[t
     return rows, skipped
 
 
+def _short_data(image, path: str | os.PathLike) -> str | None:
+    """Why an uncompressed file cannot hold the voxels its header declares, or ``None``
+    (checked before reading, so a header declaring a huge volume over a few bytes allocates nothing)."""
+    if not str(path).lower().endswith(".nii"):  # compressed, or a header/image pair: not sized here
+        return None
+    try:
+        header = image.header
+        needed = int(header.get_data_offset()) + int(np.prod(image.shape, dtype=np.int64)) * header.get_data_dtype().itemsize
+        size = os.path.getsize(path)
+    except Exception:
+        return None
+    if size < needed:
+        dims = "x".join(str(int(s)) for s in image.shape)
+        return f"truncated NIfTI: the header declares {dims} voxels ({needed} bytes), the file holds {size}"
+    return None
+
+
 def load_axial(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """A NIfTI volume as float32 [slice, row, column] in axial LPS order, plus notes.
 
@@ -161,6 +178,9 @@ def load_axial(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     shape = image.shape
     if len(shape) < 3 or min(shape[:3]) < 1:
         raise SeriesRejected(f"not a 3-D volume (shape {shape})")
+    short = _short_data(image, path)
+    if short:
+        raise SeriesRejected(short)
     try:
         if len(shape) == 3:
             data = np.asarray(image.dataobj, dtype=np.float32)

@@ -694,6 +694,7 @@ def assemble_dataset(
             "seed": seed,
             "coverage_overrode_fractions": {s: {"subjects": g, "fraction_asked": a} for s, (g, a) in plan.overridden.items()},
             "missing_classes": [list(m) for m in plan.missing],
+            "classes_too_small_for_every_split": [list(m) for m in plan.too_few],
         },
         "series": {"converted": len(ok), "skipped": result.n_series_skipped, "files_skipped": result.n_files_skipped},
         "cropped": result.n_cropped > 0,

@@ -46,6 +46,8 @@ class SplitPlan:
     missing: list[tuple[str, str, str]] = field(default_factory=list)
     #: split -> (subjects given, subjects the fractions asked) where coverage needed more.
     overridden: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: (split, target, class, subjects) for classes of fewer than 3 subjects that a split lacks.
+    too_few: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     def messages(self) -> list[str]:
         """One line per override and per split that lacks a class (warnings for the run's log)."""
@@ -59,8 +61,16 @@ class SplitPlan:
         for split, target, cls in self.missing:
             by_split[split].append(f"{target} {cls}")
         out.extend(
-            f"warning: split {split!r} lacks {', '.join(names)} (too few subjects to cover it)"
+            f"warning: split {split!r} lacks {', '.join(names)} (the subjects could not cover it)"
             for split, names in by_split.items()
+        )
+        few: dict[str, list[str]] = defaultdict(list)
+        for split, target, cls, n in self.too_few:
+            few[split].append(f"{target} {cls} ({n} subject{'s' if n != 1 else ''})")
+        out.extend(
+            f"warning: split {split!r} lacks {', '.join(names)}: a class needs {MIN_SUBJECTS_FOR_COVERAGE} "
+            "subjects to be in every split"
+            for split, names in few.items()
         )
         return out
 
@@ -161,6 +171,10 @@ def assign_splits(
     plan = SplitPlan(assignment=assignment)
     plan.missing = sorted(
         (split, t, c) for split in SPLITS for (t, c) in eligible if (t, c) not in held[split]
+    )
+    plan.too_few = sorted(
+        (split, t, c, size[(t, c)]) for split in SPLITS for (t, c) in size
+        if (t, c) not in eligible and (t, c) not in held[split]
     )
     plan.overridden = {
         split: (covered[split], asked[split]) for split in ("val", "test") if covered[split] > asked[split]

@@ -80,7 +80,10 @@ def test_too_few_subjects_is_named_not_hidden():
     assert plan.assignment["lone"] == "train"
     assert {plan.assignment["pair-a"], plan.assignment["pair-b"]} <= {"train", "val"}
     assert "train" in {plan.assignment["pair-a"], plan.assignment["pair-b"]}
-    assert plan.missing == []  # classes of < 3 subjects are not required everywhere
+    assert plan.missing == []  # classes of < 3 subjects are not required everywhere, but named
+    text = "\n".join(plan.messages())
+    assert "warning: split 'test' lacks manufacturer Canon (2 subjects), manufacturer Hitachi (1 subject)" in text
+    assert "a class needs 3 subjects to be in every split" in text
 
 
 def test_travelling_subject_and_three_subject_classes():
@@ -112,7 +115,7 @@ def test_missing_classes_are_named_in_the_messages():
     from geco_tf.data.splits import SplitPlan
 
     plan = SplitPlan(assignment={}, missing=[("test", "manufacturer", "GE"), ("test", "field_strength", "3T")])
-    assert plan.messages() == ["warning: split 'test' lacks manufacturer GE, field_strength 3T (too few subjects to cover it)"]
+    assert plan.messages() == ["warning: split 'test' lacks manufacturer GE, field_strength 3T (the subjects could not cover it)"]
 
 
 def test_split_table_counts_subjects_and_slices():
