@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -58,7 +60,7 @@ def command(
     """
     if saved_model is None and tflite is None:
         raise click.UsageError("give --saved-model DIR and/or --tflite FILE")
-    from geco_tf.export.load import load_generator
+    from geco_tf.export.generator import DEFAULT_IMAGE_SIZE, load_generator, training_image_size
     from geco_tf.export.saved_model import export_saved_model
     from geco_tf.export.tflite import export_tflite
 
@@ -67,10 +69,6 @@ def command(
         path = export_saved_model(generator, saved_model, version=version)
         click.echo(f"SavedModel: {path} (signature serving_default: images -> deartifacted)")
     if tflite is not None:
-        from pathlib import Path
-
-        from geco_tf.export.load import DEFAULT_IMAGE_SIZE, training_image_size
-
         if tflite_size is None:
             tflite_size = training_image_size(run) if Path(run).is_dir() else DEFAULT_IMAGE_SIZE
         path = export_tflite(generator, tflite, size=tflite_size, quantize=quantize)

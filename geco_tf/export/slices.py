@@ -14,7 +14,8 @@ cannot give axial slices; it is processed in its own acquisition plane instead (
 **Non-finite voxels never spread.** The model's per-image scaling (minimum and 99.5th
 percentile) is poisoned by a single NaN, which would turn a whole slice NaN. NaN and +-inf
 voxels are therefore replaced by the volume's background -- the minimum of its finite voxels,
-the value that MR background (air) has after masking -- before the model runs, and the same
+the value that MR background (air) has after masking, as in preprocessing
+(:func:`geco_tf.data.intensity.fill_non_finite`) -- before the model runs, and the same
 background value is written at those voxels afterwards. A float NIfTI with a NaN background
 (SPM/FSL masked images) thus keeps every finite voxel finite and comes out with a finite
 background; a volume with no finite voxel at all is skipped.
@@ -25,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+from geco_tf.data.intensity import fill_non_finite
 
 #: Training layout of slices (letters: where array axes x, y, z point to).
 AXIAL_CODES = ("L", "P", "S")
@@ -39,20 +42,21 @@ class InputSkipped(Exception):
     """An input that cannot be de-artifacted; ``str(exc)`` is the one-line reason."""
 
 
-def fill_non_finite(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """``values`` with NaN/inf replaced by the minimum finite value (the background).
+def fill_background(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """``values`` with NaN/inf set to the volume's background, the convention of
+    :func:`geco_tf.data.intensity.fill_non_finite` (the lowest finite value), and where they were.
 
-    Returns ``(filled float32 copy or values itself, mask of replaced voxels or None, background)``.
-    Raises :class:`InputSkipped` when no voxel is finite.
+    Returns ``(filled float32 array, mask of replaced voxels or None, background)``. Raises
+    :class:`InputSkipped` when no voxel is finite.
     """
     values = np.asarray(values, dtype=np.float32)
-    finite = np.isfinite(values)
-    if finite.all():
+    bad = ~np.isfinite(values)
+    if not bad.any():
         return values, None, 0.0
-    if not finite.any():
+    if bad.all():
         raise InputSkipped("no finite voxel (all NaN or infinite)")
-    background = float(values[finite].min())
-    return np.where(finite, values, np.float32(background)).astype(np.float32), ~finite, background
+    filled, _ = fill_non_finite(values)
+    return filled, bad, float(filled[bad].flat[0])
 
 
 def run_slices(fn: Deartifactor, slices: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
@@ -61,7 +65,7 @@ def run_slices(fn: Deartifactor, slices: np.ndarray, batch_size: int = DEFAULT_B
     Non-finite input voxels are replaced by the background (minimum finite value of all
     ``slices``) before the model runs and come out as that background (module docstring).
     """
-    slices, mask, background = fill_non_finite(slices)
+    slices, mask, background = fill_background(slices)
     out = np.empty_like(slices)
     for start in range(0, len(slices), batch_size):
         batch = slices[start : start + batch_size, :, :, None]
