@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from geco_tf.data import privacy as P
-from geco_tf.data.beam_runner import describe, fail_hook, pipeline_options, require_beam, run_failed
+from geco_tf.data.beam_runner import describe, fail_hook, pipeline_options, quiet_beam_logs, require_beam, run_failed
 from geco_tf.data.preprocess import Assembly, Job, Summary, assemble_dataset, convert_job, preprocess, scrub_record
 from geco_tf.errors import UserError
 from geco_tf.io import atomic_path, write_json_atomic
@@ -119,7 +119,7 @@ class BeamPipeline:
         jobs = list(jobs)
         progress.note(f"{describe(self.beam_options)}: {len(jobs)} series to convert, then the dataset")
         try:
-            with beam.Pipeline(options=pipeline_options(self.beam_options)) as p:
+            with quiet_beam_logs(), beam.Pipeline(options=pipeline_options(self.beam_options)) as p:
                 resumed = p | "records of earlier runs" >> beam.Create(list(records))
                 converted = (
                     p

@@ -21,8 +21,11 @@ finish the rest (what ``tests/data/test_beam_preprocess.py`` and
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shlex
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -46,11 +49,29 @@ def require_beam() -> ModuleType:
     # The package's one guarded import of an optional dependency: Apache Beam is the 'beam' extra,
     # so the default local runner must work (and import) without it. Nothing else imports it
     # except the two pipeline modules, which call this function first.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # Beam warns at import about cloud clients nobody asked for
     try:
         import apache_beam
     except ImportError:
         raise UserError(INSTALL_HINT) from None
+    finally:
+        root.setLevel(level)
     return apache_beam
+
+
+@contextlib.contextmanager
+def quiet_beam_logs() -> Iterator[None]:
+    """Beam's own warnings (relayed worker start-up notes) off while a pipeline runs: they are
+    not the command's log lines. The worker processes' own stderr is theirs and still shows."""
+    logger = logging.getLogger("apache_beam")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def beam_flags(text: str | None) -> list[str]:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from geco_tf.data.beam_runner import describe, fail_hook, pipeline_options, require_beam, run_failed
+from geco_tf.data.beam_runner import describe, fail_hook, pipeline_options, quiet_beam_logs, require_beam, run_failed
 from geco_tf.errors import UserError
 from geco_tf.export.deartifact import DEFAULT_BATCH, Job, Outcome, Summary, finish, plan, run_job
 from geco_tf.export.load import load_deartifactor
@@ -86,7 +86,7 @@ def run_on_beam(
     result = Path(scratch) / RESULT_FILE
     progress.note(f"{describe(beam_options)}: {len(jobs)} volume(s)/series")
     try:
-        with beam.Pipeline(options=pipeline_options(beam_options)) as p:
+        with quiet_beam_logs(), beam.Pipeline(options=pipeline_options(beam_options)) as p:
             _ = (
                 p
                 | "jobs" >> beam.Create(jobs)
