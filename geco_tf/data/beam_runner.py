@@ -22,6 +22,7 @@ finish the rest (what ``tests/data/test_beam_preprocess.py`` and
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shlex
@@ -88,15 +89,17 @@ def beam_flags(text: str | None) -> list[str]:
 
 def pipeline_options(text: str | None) -> Any:
     """``PipelineOptions`` for one ``--beam-options`` string (Beam must be installed)."""
-    require_beam()
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
+    names = require_beam().options.pipeline_options
     flags = beam_flags(text)
+    said = io.StringIO()
     try:
-        options = PipelineOptions(flags)
-        runner = options.view_as(StandardOptions).runner
-    except (ValueError, SystemExit) as exc:  # argparse exits on a malformed value
-        raise UserError(f"--beam-options: {exc}") from None
+        with contextlib.redirect_stderr(said):  # argparse prints its usage, then exits
+            options = names.PipelineOptions(flags)
+            options.get_all_options()  # parses every option Beam knows, so a bad value stops here
+            runner = options.view_as(names.StandardOptions).runner
+    except (ValueError, SystemExit) as exc:
+        lines = [line for line in said.getvalue().splitlines() if line.strip()]
+        raise UserError(f"--beam-options: {lines[-1] if lines else exc}") from None
     if not runner:
         raise UserError("--beam-options: --runner is empty")
     return options

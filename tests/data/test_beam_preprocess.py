@@ -158,3 +158,22 @@ def test_without_beam_runner_beam_is_one_line_and_exit_2(archive, tmp_path):
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert lines[-1].endswith("--runner beam needs Apache Beam: pip install 'geco-tf[beam]'"), proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_beam_options_default_to_two_direct_processes_and_bad_ones_are_one_line():
+    pytest.importorskip("apache_beam")
+    from geco_tf.data.beam_runner import pipeline_options
+    from geco_tf.errors import UserError
+
+    default = pipeline_options(None).get_all_options()
+    assert (default["runner"], default["direct_running_mode"], default["direct_num_workers"]) == (
+        "DirectRunner", "multi_processing", 2,
+    )
+    flink = pipeline_options("--runner=FlinkRunner --flink_master=host:8081 --direct_num_workers=8").get_all_options()
+    assert (flink["runner"], flink["flink_master"], flink["direct_num_workers"]) == ("FlinkRunner", "host:8081", 8)
+    with pytest.raises(UserError, match="invalid int value: 'many'"):
+        pipeline_options("--direct_num_workers=many")
+    with pytest.raises(UserError, match="is not a flag"):
+        pipeline_options("runner=FlinkRunner")
+    with pytest.raises(UserError, match="cannot split"):
+        pipeline_options('--job_name="unclosed')
