@@ -33,6 +33,9 @@ def docs_cli_blocks(text: str) -> dict[str | None, tuple[int, int]]:
     blocks = {}
     for name in [None, *sorted(cli.list_commands(None))]:
         head = "```text\nUsage: geco-tf " + (f"{name} " if name else "[OPTIONS]")
+        if head not in text:
+            raise AssertionError(f"docs/cli.md has no help block for `geco-tf {name}`: add a ```text block "
+                                 f"starting 'Usage: geco-tf {name} ', then run python tests/cli/test_cli.py")
         start = text.index(head) + len("```text\n")
         blocks[name] = (start, text.index("```", start))
     return blocks

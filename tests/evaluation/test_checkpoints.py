@@ -22,7 +22,8 @@ def test_evaluate_another_epoch_restores_that_epochs_generator(tiny_data, tmp_pa
     checkpoint is one clear line with exit code 2."""
     run = tmp_path / "run"
     train_geco(tiny_data, run, epochs=2, progress=False, ssim_target=0.0, g_lr=0.05, base_filters=4, depth=2,
-               classifier="maxpool", batch_size=8, warmup_steps=0, pool_size=0)
+               classifier="maxpool", batch_size=8, warmup_steps=0, pool_size=0, spectral_adversary=False,
+               selection_probe="none")
     assert checkpoint_epochs(run) == [1, 2]
     x = np.tanh(np.random.default_rng(0).standard_normal((2, 32, 32, 1))).astype(np.float32)
     generator = keras.models.load_model(run / "generator.keras", compile=False)
