@@ -406,7 +406,8 @@ class SweepTuner(keras_tuner.Tuner):
         described = ", ".join(f"{p}={values[p]:g}" for p in self.settings.params)
         number = self.number_first + self.trials_started
         self.trials_started += 1
-        self.progress.step(f"trial {number} of {self.number_total} (id {trial.trial_id}): {described}")
+        counted = "" if _is_worker() else f"{number} of {self.number_total} "  # a worker sees only its own
+        self.progress.step(f"trial {counted}(id {trial.trial_id}): {described}")
 
     def on_trial_end(self, trial) -> None:
         super().on_trial_end(trial)
@@ -596,7 +597,7 @@ def write_outputs(out: Path, oracle: OneAtATimeOracle, settings: SweepSettings, 
     best = oracle.best_values()
     best_trial = oracle._trial_with(best)
     summary.update(best=best, best_trial=best_trial.trial_id if best_trial else None,
-                   best_score=best_trial.score if best_trial else None)
+                   best_score=float(best_trial.score) if best_trial else None)
     summary["plot"] = str(plot_sweep(out / "sweep.png", oracle, settings))
     header = [
         "geco-tf sweep: the best configuration found (results.csv"
