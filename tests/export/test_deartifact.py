@@ -397,6 +397,7 @@ def test_integer_output_is_rounded_and_clipped_to_the_type_range(tmp_path):
 # command line
 
 
+@pytest.mark.slow
 def test_cli_directory_with_saved_model_and_progress(run_dir, tmp_path):
     from click.testing import CliRunner
     from geco_tf_cli.main import cli

@@ -22,7 +22,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 pytest.importorskip("tensorflow")
 
-from dicom_series import write_series  # noqa: E402
+from dicom_series import philips_enhanced, write_series  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 
 from geco_tf.export.deartifact import UID_KEY_FILE, deartifact_path  # noqa: E402
@@ -191,7 +191,8 @@ def test_built_study_is_clean_consistent_and_resumable(tmp_path):
 
 
 def test_real_vendor_files_pydicom_and_nibabel(tmp_path):
-    """Toshiba (pydicom's MR_small in several encodings) and Siemens (nibabel's two files)."""
+    """Toshiba (pydicom's MR_small in several encodings), Siemens (nibabel's two files) and a
+    Philips Achieva enhanced multi-frame header (nibabel's, with known pixels)."""
     import nibabel
     from pydicom.data import get_testdata_file
 
@@ -204,13 +205,16 @@ def test_real_vendor_files_pydicom_and_nibabel(tmp_path):
     data = Path(nibabel.__file__).parent / "tests" / "data"
     for name in ("0.dcm", "1.dcm"):
         shutil.copy(data / name, src / "siemens" / name)
+    (src / "philips").mkdir()
+    philips_enhanced(src / "philips" / "IM_0001.dcm", frames=4, size=32)
     files = [p for p in src.rglob("*.dcm")]
     names = names_in(files)
-    assert "TOSHIBA_MEC" in names and "SIEMENS" in names
+    assert {"TOSHIBA_MEC", "SIEMENS", "PHILIPS MEDICAL SYSTEMS"} <= names
+    assert all(vendor_problems(p, names) for p in files)  # every input leaks
     summary = deartifact_path(fake_model, src, tmp_path / "out", strip_vendor_tags=True)
-    assert len(summary.done) == 5 and not summary.skipped
+    assert len(summary.done) == 6 and not summary.skipped
     written = outputs(tmp_path / "out")
-    assert len(written) == 6
+    assert len(written) == 7
     for path in written:
         assert vendor_problems(path, names) == [], path
 
