@@ -79,9 +79,10 @@ TEMPLATE = r"""<!DOCTYPE html>
 </header>
 <main>
   <section id="start" class="card">
-    <p>This study has two parts. <b>Part A</b> shows pairs of MRI slices side by side: choose the
-      image of better quality, or <i>No difference</i>. <b>Part B</b> shows one slice at a time:
-      score its quality from 1 (worst) to 10 (best).</p>
+    <p>This study has two parts. <b>Part A</b> shows <span id="n-pairs"></span> pairs of MRI
+      slices side by side: choose the image of better quality, or <i>No difference</i>.
+      <b>Part B</b> shows <span id="n-ratings"></span> slices one at a time: score the quality of
+      each from 1 (worst) to 10 (best).</p>
     <p>Your answers are kept in this browser as you go, so you may close the page and come back.
       When you have finished, press <b>Export answers</b> and send the saved file
       (<code>answers-&lt;your name&gt;.csv</code>) back.</p>
@@ -275,6 +276,8 @@ TEMPLATE = r"""<!DOCTYPE html>
     if (handled) ev.preventDefault();
   });
 
+  $("n-pairs").textContent = String(NPAIRS);
+  $("n-ratings").textContent = String(NRATINGS);
   if (!store) $("storage-warning").classList.remove("hidden");
   const last = load("reader", null);
   if (last) $("reader").value = last;
