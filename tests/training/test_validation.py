@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from geco_tf.data.dataset import open_dataset
 from geco_tf.data.pipeline import load_split_arrays, make_dataset
@@ -35,6 +36,7 @@ def test_precise_batch_norm_is_the_mean_of_the_batch_statistics():
     assert norm.momentum == 0.9  # restored
 
 
+@pytest.mark.slow
 def test_validate_epoch_equals_the_separate_passes(tiny_data):
     data = open_dataset(tiny_data)
     keras.utils.set_random_seed(0)
