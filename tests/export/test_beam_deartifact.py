@@ -148,16 +148,17 @@ def test_rerun_after_a_failed_element_finishes_the_rest(model, inputs, local, tm
 
 
 @pytest.mark.slow
-def test_cli_runner_beam_multi_processing(model, inputs, local, tmp_path):
-    """The CLI with the default Beam options: DirectRunner, multi-processing, two workers, each
-    loading the model once."""
+def test_cli_runner_beam_with_beam_options(model, inputs, local, tmp_path):
+    """The CLI's --runner beam --beam-options (in-process here; tests/data/test_beam_preprocess.py
+    runs the default multi-processing DirectRunner)."""
     pytest.importorskip("apache_beam")
     from geco_tf_cli.main import cli
 
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        cli, ["deartifact", "--model", str(model), str(inputs), "--out", str(out), "--runner", "beam", "--quiet"]
-    )
+        cli, ["deartifact", "--model", str(model), str(inputs), "--out", str(out), "--runner", "beam",
+              "--beam-options", IN_PROCESS, "--quiet"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "done: 4 volume(s)/series" in result.output
     assert_same_outputs(local, out)
