@@ -188,7 +188,10 @@ class TrainConfig:
         if unknown:
             raise UserError(f"{_source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(fields)})")
         parsed = {k: parse_value(k, v, _source) for k, v in values.items()}
-        return dataclasses.replace(self, **parsed)
+        try:
+            return dataclasses.replace(self, **parsed)
+        except UserError as exc:  # a value out of its range or choices: say where it came from
+            raise UserError(f"{_source}: {exc}") from None
 
     def with_overrides(self, assignments: list[str] | tuple[str, ...], source: str = "--set") -> TrainConfig:
         """A copy with ``["key=value", ...]`` applied in order (``--set``); values are parsed as

@@ -12,18 +12,18 @@ import tensorflow as tf
 
 from geco_tf.training.run import RunDir
 
-ARGS = ["--base-filters", "4", "--depth", "2", "--classifier", "maxpool", "--batch-size", "8", "--warmup-steps", "2",
-        "--pool-size", "32", "--time-budget", "0"]
+ARGS = ["--set", "base_filters=4", "--set", "depth=2", "--classifier", "maxpool", "--batch-size", "8",
+        "--set", "warmup_steps=2", "--set", "pool_size=32"]
 
 
 def _train(data, out, *extra, **popen):
-    cmd = [sys.executable, "-m", "geco_tf_cli.main", "train", "--data", str(data), "--out", str(out), *ARGS, *extra]
+    cmd = [sys.executable, "-m", "geco_tf_cli.main", "train", "--data", str(data), "--out", str(out), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def test_resume_after_kill_continues_after_last_finished_epoch(tiny_data, tmp_path):
     out = tmp_path / "run"
-    proc = _train(tiny_data, out, "--epochs", "4", start_new_session=True)
+    proc = _train(tiny_data, out, *ARGS, "--epochs", "4", start_new_session=True)
     first = out / "checkpoints" / "ckpt-1.index"
     deadline = time.monotonic() + 400
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -1,5 +1,5 @@
-"""GECO runs end to end (``train_geco`` and ``geco-tf train``): the run directory, each option's
-run, resume, the final networks, and user errors.
+"""GECO runs end to end (``train_geco`` and ``geco-tf train``): the run directory, the output
+band's run, resume (also of a run written before TrainConfig), the final networks, and user errors.
 
 Each test trains a tiny run (32x32, a few steps); most of its time is tracing the train step.
 """
@@ -16,7 +16,8 @@ import tensorflow as tf
 from test_geco_helpers import make_tiny_dataset
 
 from geco_tf.errors import UserError
-from geco_tf.training.train import DEFAULTS, train_geco
+from geco_tf.training.config import TrainConfig
+from geco_tf.training.train import train_geco
 
 SMALL = {"base_filters": 4, "depth": 2, "classifier": "maxpool", "batch_size": 8, "warmup_steps": 2, "pool_size": 32}
 
@@ -29,14 +30,18 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):
     assert list((out / "logs").glob("events.out.tfevents.*"))
     assert (out / "checkpoints" / "ckpt-1.index").exists() and (out / "checkpoints" / "ckpt-2.index").exists()
     lines = (out / "history.csv").read_text().splitlines()
-    assert lines[0].startswith("epoch,gen_loss,gen_adv_loss,gen_mse,gen_ssim,beta_scale,cls_loss")
+    assert lines[0].startswith("epoch,gen_loss,gen_adv_loss,gen_mse,cls_loss")
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
     rows = list(csv.DictReader(lines))
     assert all(0.0 <= float(r["val_accuracy_probe"]) <= 1.0 for r in rows)  # the fresh probe, every epoch
     config = json.loads((out / "config.json").read_text())
-    assert config["resolved"]["beta_effective"] == pytest.approx(DEFAULTS["beta"] * 512**2 / 32**2)
+    assert config["resolved"]["beta_effective"] == pytest.approx(TrainConfig().beta * 512**2 / 32**2)
     assert config["resolved"]["classifier_padding"] == "same"
-    assert config["resolved"]["fidelity_terms"] == {"pixel_mse": True, "ssim_weight": 0.0}  # the paper's loss
+    assert config["resolved"]["pixel_mse"] is True  # the paper's loss
+    # config.json holds the whole TrainConfig, and it reads back as the one the run used
+    assert TrainConfig.from_stored(config) == TrainConfig().replace(epochs=2, selection_probe="fourier", **SMALL)
+    for key in ("target", "classes", "data", "image_size", "n_train", "n_val"):
+        assert key in config
     for key in ("target", "classes", "n_test", "accuracy_cotrained", "chance", "ssim", "psnr", "per_modality",
                 "confusion_cotrained", "best_epoch"):
         assert key in metrics
@@ -50,88 +55,24 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):
         train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
 
 
-def test_ssim_fidelity_run_records_its_terms_and_controller(tiny_data, tmp_path):
-    out = tmp_path / "ssim"
-    train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
-    config = json.loads((out / "config.json").read_text())
-    assert config["resolved"]["fidelity_terms"] == {"pixel_mse": False, "ssim_weight": DEFAULTS["ssim_weight"]}
-    rows = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
-    assert all(0.0 < float(r["gen_ssim"]) <= 1.0 and float(r["beta_scale"]) > 0.0 for r in rows)
-
-
-def test_noise_channel_run_saves_a_stochastic_generator(tiny_data, tmp_path):
-    out = tmp_path / "noise"
-    train_geco(tiny_data, out, epochs=1, progress=False, noise_channels=1, **SMALL)
-    config = json.loads((out / "config.json").read_text())
-    assert config["options"]["noise_channels"] == 1
-    gen = keras.saving.load_model(out / "generator.keras", compile=False)
-    assert gen.noise_channels == 1
-    x = np.tanh(np.random.default_rng(0).standard_normal((2, 32, 32, 1))).astype(np.float32)
-    z = np.zeros((2, 32, 32, 1), np.float32)
-    np.testing.assert_array_equal(np.asarray(gen(x, noise=z)), np.asarray(gen(x, noise=z)))
-    assert np.isfinite(np.asarray(gen(x))).all()
-
-
-def test_background_gain_run_measures_the_training_air_and_saves_the_gain(tiny_data, tmp_path):
-    """--background-gain: the level the gain standardises by is measured on the training split
-    (written to config.json), the gain's weights are checkpointed, and generator.keras has it."""
-    from geco_tf.data.dataset import open_dataset
-    from geco_tf.data.pipeline import load_split_arrays
-    from geco_tf.models.background import background_level
-
-    out = tmp_path / "gain"
-    train_geco(tiny_data, out, target="field_strength", epochs=1, progress=False, background_gain=True, **SMALL)
-    config = json.loads((out / "config.json").read_text())
-    images, _, _ = load_split_arrays(open_dataset(tiny_data), "train", "field_strength")
-    np.testing.assert_allclose(config["resolved"]["background_level"], background_level([images]), rtol=1e-5)
-    gen = keras.saving.load_model(out / "generator.keras", compile=False)
-    assert list(gen.background_gain) == config["resolved"]["background_level"]
-    assert {"slope", "offset"} <= {w.name for w in gen.weights}
-    names = [n for n, _ in tf.train.list_variables(str(out / "checkpoints" / "ckpt-1"))]
-    assert sum(n.startswith("generator_weights/") for n in names) == len(gen.weights)
-
-
-def test_a_snapshot_run_checkpoints_and_resumes_its_snapshots(tiny_data, tmp_path):
-    out = tmp_path / "snap"
-    train_geco(tiny_data, out, epochs=1, progress=False, classifier_snapshots=2, **SMALL)
-    stored = tf.train.load_variable(str(out / "checkpoints" / "ckpt-1"), "snapshot_count/.ATTRIBUTES/VARIABLE_VALUE")
-    assert stored == 1  # one snapshot per epoch
-    train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
-    assert tf.train.load_variable(str(out / "checkpoints" / "ckpt-2"), "snapshot_count/.ATTRIBUTES/VARIABLE_VALUE") == 2
-    assert json.loads((out / "config.json").read_text())["options"]["classifier_snapshots"] == 2
-
-
-def test_a_run_from_before_the_fidelity_option_resumes_with_the_papers_loss(tiny_data, tmp_path):
+def test_a_run_written_before_the_config_resumes_if_its_removed_settings_were_off(tiny_data, tmp_path):
+    """A run directory from before TrainConfig stored ``"options"`` (with settings since deleted):
+    it resumes when each deleted setting was off, and says which one stops it otherwise."""
     out = tmp_path / "old"
-    train_geco(tiny_data, out, epochs=1, progress=False, fidelity="ssim", ssim_setpoint=0.975, **SMALL)
+    train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
     config = json.loads((out / "config.json").read_text())
-    for key in ("fidelity", "ssim_weight", "ssim_setpoint", "beta_rate"):
-        del config["options"][key]  # as written before these options existed
-    (out / "config.json").write_text(json.dumps(config))
+    stored = config.pop("config")
+    legacy = {**config, "options": {**stored, "fidelity": "mse", "ssim_weight": 20.0, "generator_ema": 0.0,
+                                    "noise_channels": 0}}
+    (out / "config.json").write_text(json.dumps(legacy))
     train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
     resumed = json.loads((out / "config.json").read_text())
-    assert resumed["options"]["fidelity"] == "mse" and resumed["options"]["ssim_setpoint"] == 0.0
-    assert resumed["resolved"]["fidelity_terms"] == {"pixel_mse": True, "ssim_weight": 0.0}
-
-
-def test_cli_choices_match_the_library():
-    from geco_tf_cli import train as cli_train
-
-    from geco_tf.training.distribute import STRATEGIES
-    from geco_tf.training.fresh_probe import SELECTION_PROBES
-    from geco_tf.training.precision import PRECISIONS
-    from geco_tf.training.train import FIDELITIES, LR_SCHEDULES
-
-    assert cli_train.PRECISIONS == PRECISIONS and cli_train.STRATEGIES == STRATEGIES
-    assert cli_train.LR_SCHEDULES == LR_SCHEDULES
-    assert cli_train.FIDELITIES == FIDELITIES and cli_train.SELECTION_PROBES == SELECTION_PROBES
-
-
-def test_defaults_keep_the_papers_architecture_and_schedule():
-    # beta and both learning rates differ from the paper on purpose (docs/method.md)
-    assert DEFAULTS["epochs"] == 15 and DEFAULTS["beta_scaling"] == "area"
-    assert 1 <= DEFAULTS["critic_steps"] <= 3  # the paper's range
-    assert DEFAULTS["generator"] == "unet" and DEFAULTS["classifier"] == "dds"
+    assert "options" not in resumed and resumed["config"]["epochs"] == 2
+    assert [r["epoch"] for r in csv.DictReader((out / "history.csv").read_text().splitlines())] == ["1", "2"]
+    legacy["options"]["generator_ema"] = 0.9
+    (out / "config.json").write_text(json.dumps(legacy))
+    with pytest.raises(UserError, match="generator_ema"):
+        train_geco(tiny_data, out, resume=True, epochs=3, progress=False)
 
 
 def _cli(*args: str):
@@ -145,9 +86,9 @@ def _cli(*args: str):
 def test_output_band_run_saves_a_band_limited_generator(tiny_data, tmp_path):
     """--output-band reaches the saved generator: its outputs have no power beyond the band."""
     out = tmp_path / "band"
-    train_geco(tiny_data, out, epochs=1, progress=False, output_band=(0.5, 0.6), **SMALL)
+    train_geco(tiny_data, out, epochs=1, progress=False, output_band="0.5,0.6", **SMALL)
     config = json.loads((out / "config.json").read_text())
-    assert config["options"]["output_band"] == [0.5, 0.6] and config["resolved"]["output_band"] == [0.5, 0.6]
+    assert config["config"]["output_band"] == "0.5,0.6" and config["resolved"]["output_band"] == [0.5, 0.6]
     gen = keras.saving.load_model(out / "generator.keras", compile=False)
     x = np.tanh(np.random.default_rng(0).standard_normal((2, 32, 32, 1))).astype(np.float32)
     power = np.abs(np.fft.fft2(np.asarray(gen(x))[..., 0])) ** 2
@@ -178,8 +119,8 @@ def test_a_run_that_never_leaves_the_warm_up_says_its_accuracy_means_nothing(tin
     """A budget too short for the machine can end every epoch inside the warm-up; the kept
     epoch's co-trained accuracy is then an untrained classifier's, and the command says so."""
     out = tmp_path / "warm"
-    result = _cli("--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--warmup-steps", "1000",
-                  "--classifier", "maxpool", "--base-filters", "4", "--depth", "2", "--batch-size", "8")
+    result = _cli("--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--set", "warmup_steps=1000",
+                  "--classifier", "maxpool", "--set", "base_filters=4", "--set", "depth=2", "--batch-size", "8")
     assert result.exit_code == 0, (result.output, result.exception)
     assert "inside the generator's warm-up" in result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -205,14 +146,13 @@ def bad_data(tmp_path_factory):
         ("empty", [], "not a dataset directory"),
         ("one", [], "need at least 2"),
         # tiny8 holds 4 training slices: one batch of 4 (below: the default batch of 32 is too big)
-        ("tiny8", ["--batch-size", "4", "--classifier", "dds"], "--classifier maxpool"),
-        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--noise-channels", "1"], "--noise-channels"),
-        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--output-band", "0.8,0.85"], "--output-band"),
-        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--background-gain"], "--background-gain"),
-        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--zero-background"], "--zero-background"),
-        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--output-band", "1.5,0.8"], "--output-band"),
-        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--output-band", "wide"], "--output-band"),
-        ("tiny8", ["--classifier", "maxpool"], "4 training slices is less than one batch of --batch-size 32"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "dds"], "classifier maxpool"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--generator", "residual", "--set", "output_band=0.8,0.85"], "output_band"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--set", "output_band=1.5,0.8"], "output_band"),
+        ("tiny8", ["--batch-size", "4", "--classifier", "maxpool", "--set", "output_band=wide"], "output_band"),
+        ("tiny8", ["--classifier", "maxpool"], "4 training slices is less than one batch of batch_size 32"),
+        ("tiny8", ["--set", "noise_channels=1"], "unknown setting(s) noise_channels"),
+        ("tiny8", ["--set", "critic_steps=9"], "critic_steps = 9: must be <= 5"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, message):
@@ -239,28 +179,9 @@ def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, 
     )
     best = json.loads(run.metrics.read_text())["best_epoch"]
     gen = keras.saving.load_model(out / "generator.keras", compile=False)
-    # generator.keras is the weight average when the run keeps one (the default)
-    averaged = json.loads((out / "config.json").read_text())["options"]["generator_ema"] > 0
-    prefix = "ema_generator_weights" if averaged else "generator_weights"
     for i, v in enumerate(gen.weights):
-        saved = tf.train.load_variable(str(out / "checkpoints" / f"ckpt-{best}"), f"{prefix}/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+        saved = tf.train.load_variable(str(out / "checkpoints" / f"ckpt-{best}"), f"generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE")
         np.testing.assert_array_equal(v.numpy(), saved)
-
-
-def test_an_ema_run_saves_the_average_and_resumes_it(tiny_data, tmp_path):
-    out = tmp_path / "ema"
-    train_geco(tiny_data, out, epochs=1, progress=False, generator_ema=0.9, **SMALL)
-    ckpt = str(out / "checkpoints" / "ckpt-1")
-    names = [name for name, _ in tf.train.list_variables(ckpt)]
-    assert any(name.startswith("ema_generator_weights/") for name in names)
-    saved = keras.saving.load_model(out / "generator.keras", compile=False)
-    ema = [tf.train.load_variable(ckpt, f"ema_generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(saved.weights))]
-    live = [tf.train.load_variable(ckpt, f"generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(saved.weights))]
-    for w, e in zip(saved.weights, ema):
-        np.testing.assert_array_equal(w.numpy(), e)  # generator.keras is the average
-    assert any(not np.array_equal(e, v) for e, v in zip(ema, live))  # which is not the live generator
-    train_geco(tiny_data, out, resume=True, epochs=2, progress=False)
-    assert json.loads((out / "config.json").read_text())["options"]["generator_ema"] == 0.9
 
 
 def test_resuming_a_finished_run_trains_nothing_and_reapplies_the_selection_rule(tiny_data, tmp_path):
@@ -292,7 +213,5 @@ def test_resuming_a_finished_run_trains_nothing_and_reapplies_the_selection_rule
     metrics, stderr = rejudge(0.40, 0.95)
     assert metrics["first_learnt_epoch"] == 2 and metrics["best_epoch"] == 2 and "warning" not in stderr
     gen = keras.saving.load_model(out / "generator.keras", compile=False)
-    averaged = json.loads((out / "config.json").read_text())["options"]["generator_ema"] > 0
-    prefix = "ema_generator_weights" if averaged else "generator_weights"
-    saved = tf.train.load_variable(str(out / "checkpoints" / "ckpt-2"), f"{prefix}/0/.ATTRIBUTES/VARIABLE_VALUE")
+    saved = tf.train.load_variable(str(out / "checkpoints" / "ckpt-2"), "generator_weights/0/.ATTRIBUTES/VARIABLE_VALUE")
     np.testing.assert_array_equal(gen.weights[0].numpy(), saved)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from geco_tf.models import (
     Discriminator,
@@ -23,6 +22,7 @@ X = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype("float32")
     "make",
     [
         lambda: UNetGenerator(depth=2, base_filters=4),
+        lambda: UNetGenerator(depth=2, base_filters=4, input_skip=False),
         lambda: UNetGenerator(depth=2, base_filters=4, norm="batch"),
         lambda: UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85)),
         lambda: ResidualGenerator(depth=2, base_filters=4),
@@ -47,22 +47,6 @@ def test_generators_keep_any_size_and_range():
     for gen in (UNetGenerator(depth=3, base_filters=4), UNetGenerator(depth=2, base_filters=4, input_skip=True)):
         out = np.asarray(gen(odd))
         assert out.shape == odd.shape and np.all(np.abs(out) <= 1.0)
-
-
-def test_noise_channels_draw_afresh_per_call_and_a_given_draw_reproduces(tmp_path):
-    """A generator with noise channels is stochastic (an independent draw per call, so it can
-    write noise texture an image lacks), reproducible given the draw, and saves and loads."""
-    gen = UNetGenerator(depth=2, base_filters=4, noise_channels=2)
-    assert np.abs(np.asarray(gen(X)) - np.asarray(gen(X))).max() > 1e-3
-    z = np.random.default_rng(2).standard_normal((2, 64, 64, 2)).astype("float32")
-    fixed = np.asarray(gen(X, noise=z))
-    np.testing.assert_array_equal(np.asarray(gen(X, noise=z)), fixed)
-    gen.save(tmp_path / "noise.keras")
-    again = keras.models.load_model(tmp_path / "noise.keras")
-    assert again.get_config()["noise_channels"] == 2
-    np.testing.assert_array_equal(np.asarray(again(X, noise=z)), fixed)
-    odd = np.asarray(gen(X[:1, :50, :37]))  # any size, noise drawn at the input's size
-    assert odd.shape == (1, 50, 37, 1) and np.all(np.abs(odd) <= 1.0)
 
 
 def _power_beyond(images: np.ndarray, axis: int, cutoff: float) -> float:
@@ -205,90 +189,22 @@ def test_classifier_saved_with_a_frozen_backbone_reloads_frozen(tmp_path, kind):
     assert build_classifier(kind, 4, 64).get_config()["backbone_trainable"] is True
 
 
-def _head_in_noise(sigmas, size=48, seed=4):
-    """Slices in [-1, 1]: a bright disc (the head) in Rayleigh noise of scale sigma (on [0, 1])."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    disc = np.hypot(yy - size / 2, xx - size / 2) < size / 4
-    images = []
-    for sigma in sigmas:
-        magnitude = np.abs(sigma * (rng.standard_normal((size, size)) + 1j * rng.standard_normal((size, size))))
-        images.append(np.where(disc, 0.6, magnitude) * 2.0 - 1.0)
-    return np.asarray(images, np.float32)[..., None], disc
+def test_the_unet_starts_as_the_identity_unless_asked_otherwise():
+    """``input_skip`` (the default, as the trainer's): G(X) = tanh(atanh(0.999 X)) ~ X at
+    initialisation; without it (the paper's network) a fresh U-Net is far from the identity."""
+    x = np.clip(X, -0.99, 0.99)
+    np.testing.assert_allclose(np.asarray(UNetGenerator(depth=2, base_filters=4)(x)), 0.999 * x, atol=1e-5)
+    assert np.abs(np.asarray(UNetGenerator(depth=2, base_filters=4, input_skip=False)(x)) - x).mean() > 0.1
+    # the residual generator's body stays the paper's (it adds its own skip: X + alpha G(X))
+    assert ResidualGenerator(depth=2, base_filters=4).body.input_skip is False
 
 
-def test_background_gain_scales_the_air_and_never_the_head():
-    """BackgroundGain is the identity at initialisation; with a gain g it multiplies the air's
-    noise level by exactly g (Rayleigh noise is a scale family) and leaves the head and its margin
-    untouched."""
-    from geco_tf.models.background import BackgroundGain, air_mask
-
-    x, disc = _head_in_noise([0.005, 0.01])
-    layer = BackgroundGain(level=(-4.0, 0.5))
-    np.testing.assert_array_equal(np.asarray(layer(x, x)), x)
-    layer.offset.assign(0.01)  # g = exp(1.5 tanh(0.2)) = 1.35 for every slice (slope 0)
-    gain = np.asarray(layer.gain(x))
-    np.testing.assert_allclose(gain, np.exp(1.5 * np.tanh(0.2)), rtol=1e-5)
-    y = np.asarray(layer(x, x))
-    np.testing.assert_allclose(np.asarray(layer.measure(y)) - np.asarray(layer.measure(x)), np.log(gain), atol=0.01)
-    untouched = np.asarray(air_mask(x))[..., 0] == 0.0
-    assert untouched[:, disc].all()
-    np.testing.assert_array_equal(y[..., 0][untouched], x[..., 0][untouched])
-
-
-def test_background_gain_learns_to_equalise_noise_levels_in_tens_of_steps():
-    """The job it is for: slices of two noise levels (a factor 2 apart) are brought to one level
-    by a few tens of Adam steps at the GECO default learning rate (1e-3), through the slope."""
-    from geco_tf.models.background import BackgroundGain, background_level
-
-    x, _ = _head_in_noise([0.005, 0.01, 0.005, 0.01])
-    layer = BackgroundGain(level=background_level([x]))
-    measured = np.asarray(layer.measure(x))
-    assert measured[1] - measured[0] > 0.6  # log 2 apart
-    target = tf.constant(float(measured.mean()))
-    optimizer = keras.optimizers.Adam(1e-3)
-    for _ in range(40):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(layer.measure(layer(x, x)) - target))
-        optimizer.apply_gradients(zip(tape.gradient(loss, layer.trainable_weights), layer.trainable_weights))
-    after = np.asarray(layer.measure(layer(x, x)))
-    assert np.abs(after - float(target)).max() < 0.1, after
-    assert float(layer.slope.numpy()) < 0.0  # the noisier slice gets the smaller gain
-
-
-def test_background_zero_blackens_the_air_and_never_the_head(tmp_path):
-    """BackgroundZero: exactly -1 wherever the input's air mask is 1 (whatever the generator
-    wrote there), the generator's output bit for bit on the head and its margin; a U-Net with it
-    saves and loads."""
-    from geco_tf.models.background import BackgroundZero, air_mask
-
-    x, disc = _head_in_noise([0.005, 0.02])
-    y = np.clip(x + 0.05, -1.0, 1.0)  # some edit everywhere, the air included
-    out = np.asarray(BackgroundZero()(y, x))
-    air = np.asarray(air_mask(x))[..., 0] == 1.0
-    assert 0.2 < air.mean() < 0.9 and not air[:, disc].any()
-    assert (out[..., 0][air] == -1.0).all()
-    np.testing.assert_array_equal(out[..., 0][~air], y[..., 0][~air])
-
-    gen = UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85), zero_background=True)
-    g = np.asarray(gen(x))
-    plain = UNetGenerator(depth=2, base_filters=4, input_skip=True, output_band=(0.8, 0.85))
-    plain(x)
-    plain.set_weights(gen.get_weights())  # the layer has no weights: the same U-Net without it
-    assert (g[..., 0][air] == -1.0).all()
-    np.testing.assert_array_equal(g[..., 0][~air], np.asarray(plain(x))[..., 0][~air])
-    gen.save(tmp_path / "zero.keras")
-    again = keras.models.load_model(tmp_path / "zero.keras")
-    assert again.get_config()["zero_background"] is True
-    np.testing.assert_array_equal(np.asarray(again(x)), g)
-
-
-def test_unet_with_background_gain_saves_and_loads(tmp_path):
-    x, _ = _head_in_noise([0.01, 0.02], size=40)
-    gen = UNetGenerator(depth=2, base_filters=4, input_skip=True, background_gain=(-4.0, 0.5))
-    gen.background.offset.assign(0.02)
-    out = np.asarray(gen(x))
-    gen.save(tmp_path / "gain.keras")
-    again = keras.models.load_model(tmp_path / "gain.keras")
-    assert again.get_config()["background_gain"] == [-4.0, 0.5]
-    np.testing.assert_array_equal(np.asarray(again(x)), out)
+def test_a_unet_saved_before_the_removed_arguments_loads_when_they_were_off():
+    """Generators saved before edit_space, noise channels etc. were deleted still load when each
+    was off; one that used them is refused by name."""
+    config = UNetGenerator(depth=2, base_filters=4).get_config()
+    old = {**config, "edit_space": "logit", "linear_filter": 0, "noise_channels": 0, "background_gain": None,
+           "zero_background": False}
+    assert UNetGenerator.from_config(old).get_config() == config
+    with pytest.raises(ValueError, match="noise_channels"):
+        UNetGenerator.from_config({**old, "noise_channels": 1})
