@@ -5,6 +5,13 @@ Scanners differ in how much of k-space they acquire (a 0.8-phase-resolution prot
 a signature no pixel edit can hide without inventing detail. Harmonisation pipelines usually
 resample every site to the coarsest resolution; :class:`BandLimit` is that step as a layer, so a
 generator's output can be restricted to the common band and its adversary never sees beyond it.
+
+Beyond the paper; why it is on by default (``output_band = "auto"``: the band the dataset records,
+off when it records none; ``docs/method.md``, "output band"; ``docs/results.md``, runs E19-E24):
+with it runs E19 and E20 gave the lowest fresh audits of any GECO run at SSIM >= 0.97 (DDS 0.344 /
+0.312, Fourier probe 0.427 / 0.406; co-trained 0.318 / 0.339 against 0.443-0.516 without it). Its
+one failure (E23 kept an early epoch that only the co-trained classifier missed) is what the fresh
+selection probe, made default with it, guards against. The ``paper`` preset turns it off.
 """
 
 from __future__ import annotations
