@@ -141,6 +141,7 @@ def fresh_process(saved_model, tmp_path_factory) -> dict:
     return {"x": x, "y": np.load(work / "y.npy"), "cli": result.stdout.split("=== saved_model_cli ===", 1)[1]}
 
 
+@pytest.mark.slow
 def test_saved_model_in_fresh_process_matches_keras(fresh_process, generator):
     """Loaded with tf.saved_model.load in a new process, on 200x232 (training saw 48x48)."""
     x, y = fresh_process["x"], fresh_process["y"]
@@ -152,6 +153,7 @@ def test_saved_model_in_fresh_process_matches_keras(fresh_process, generator):
     assert np.abs(y[:2] - x[:2]).max() > 1.0  # the generator really changed the slices
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_documented_signature(fresh_process):
     text = fresh_process["cli"]
     block = text[text.index("signature_def['serving_default']") :]
@@ -163,6 +165,7 @@ def test_saved_model_cli_lists_the_documented_signature(fresh_process):
         assert line in documented and line in block
 
 
+@pytest.mark.slow
 def test_tflite_float32_and_dynamic_match_keras(run_dir, generator, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -205,6 +208,7 @@ def _small_generators() -> dict:
     return kinds
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(_small_generators()))
 def test_every_generator_kind_exports(kind, tmp_path):
     """Each generator the trainer can produce goes through the serving graph and LiteRT (e.g.
@@ -225,6 +229,7 @@ def test_every_generator_kind_exports(kind, tmp_path):
     assert gen_units(out - ref32, half32).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_export_cli(run_dir, tmp_path):
     from click.testing import CliRunner
     from geco_tf_cli.main import cli
@@ -249,6 +254,7 @@ def _doc_block(heading: str) -> str:
     return after[after.index("```python\n") + len("```python\n") :].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_documented_rest_client_encodes_requests_tf_serving_can_answer(saved_model):
     """The snippet's request, decoded as TF Serving does, runs through the SavedModel; the
     answer, encoded as TF Serving encodes a single output, parses back bit for bit."""
@@ -280,6 +286,7 @@ def test_documented_grpc_request_carries_the_tensor():
     np.testing.assert_array_equal(tf.make_ndarray(decoded.inputs["images"]), x)
 
 
+@pytest.mark.slow
 def test_float16_policy_generator_is_exported_in_float32(tmp_path):
     """A generator saved under mixed precision is rebuilt in float32 for export."""
     import keras
