@@ -236,28 +236,31 @@ def test_sweep_command_runs_stops_and_resumes(tiny_data, tmp_path):
         assert result.exit_code == 0, result.output
         return result.output
 
-    # interrupted after k = 2 trials ...
-    invoke("--params", "g_lr,beta", "--values", "3", "--trial-budget", "1", "--max-trials", "2", *TINY)
+    # One variable keeps this under 90 s (each trial traces new networks); the order of several
+    # variables and the shared centre trial are checked on the stand-in trainer above.
+    # Stopped after k = 1 trial ...
+    invoke("--params", "beta", "--values", "3", "--trial-budget", "1", "--max-trials", "1", *TINY)
     trials = out / "trials"
     first = {p.name: p.joinpath("history.csv").stat().st_mtime_ns for p in trials.iterdir()}
-    assert sorted(first) == ["0", "1"]
-    # ... resumed: only the other three run
+    assert sorted(first) == ["0"]
+    # ... resumed: only the other two run
     output = invoke("--resume")
-    assert "trials finished: 5 of 5" in output
+    assert "trials finished: 3 of 3" in output
     after = {p.name: p.joinpath("history.csv").stat().st_mtime_ns for p in trials.iterdir()}
-    assert sorted(after) == ["0", "1", "2", "3", "4"]
+    assert sorted(after) == ["0", "1", "2"]
     assert {k: after[k] for k in first} == first
     rows = _rows(out / "results.csv")
-    assert len(rows) == 5 and all(r["status"] == "COMPLETED" for r in rows)
+    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows)
+    assert [float(r["beta"]) for r in rows] == [3.16e-4, 1e-3, 3.16e-3]
     for row in rows:  # each row is its run's own validation numbers
         history = RunDir(trials / row["trial"]).read_history()
         assert float(row["val_accuracy_cotrained"]) == pytest.approx(history[0]["val_accuracy_cotrained"], abs=1e-5)
         assert float(row["val_ssim"]) == pytest.approx(history[0]["val_ssim"], abs=1e-5)
         config = json.loads((trials / row["trial"] / "config.json").read_text())
         settings = config.get("config") or config["options"]
-        assert settings["g_lr"] == float(row["g_lr"]) and settings["time_budget_minutes"] == 1.0
+        assert settings["beta"] == float(row["beta"]) and settings["time_budget_minutes"] == 1.0
     best = tomllib.loads((out / "best.toml").read_text())  # a best trial's values, and the --set ones
-    chosen = [r for r in rows if (float(r["g_lr"]), float(r["beta"])) == (best["g_lr"], best["beta"])]
+    chosen = [r for r in rows if float(r["beta"]) == best["beta"]]
     assert len(chosen) == 1 and float(chosen[0]["score"]) == min(float(r["score"]) for r in rows)
     assert best["epochs"] == 1 and best["classifier"] == "maxpool"
     assert (out / "sweep.png").stat().st_size > 10_000
