@@ -58,22 +58,14 @@ from geco_tf.data.dataset import TARGETS  # noqa: E402
 from geco_tf.errors import UserError  # noqa: E402
 from geco_tf.io import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
 from geco_tf.progress import QUIET, Progress  # noqa: E402
+from geco_tf.training.config import TrainConfig  # noqa: E402
 from geco_tf.training.run import RunDir, learnt_accuracy, select_best, validation_leakage  # noqa: E402
 from geco_tf.training.train import train_geco  # noqa: E402
 
-try:  # the training settings as one dataclass (geco_tf/training/config.py)
-    from geco_tf.training.config import TrainConfig  # noqa: E402
 
-    def training_defaults() -> dict:
-        """Every training setting's default, by field name."""
-        return TrainConfig().to_dict()
-
-except ImportError:  # before that dataclass: the option table of train.py
-    from geco_tf.training.train import DEFAULTS  # noqa: E402
-
-    def training_defaults() -> dict:
-        """Every training setting's default, by field name."""
-        return dict(DEFAULTS)
+def training_defaults() -> dict:
+    """Every training setting's default, by field name (:class:`TrainConfig`)."""
+    return TrainConfig().to_dict()
 
 
 #: The paper's three variables, in the paper's order (section 3.4).
@@ -237,7 +229,11 @@ def check_settings(settings: SweepSettings) -> None:
         raise UserError(f"--set {owned[0]}: the sweep sets it on every trial (use --trial-budget)")
     if not settings.trial_budget > 0:
         raise UserError(f"--trial-budget {settings.trial_budget}: use a positive number of minutes")
-    settings.grids()  # positive centres, sensible --values / --step
+    # every trial's settings are a valid training config (types, ranges), before any trial runs
+    base = TrainConfig().replace(_source="--set", **settings.fixed)
+    for name, grid in settings.grids().items():
+        for value in (grid[0], grid[-1]):
+            base.replace(_source=f"--params {name} (value {value:g})", **{name: value})
 
 
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict:

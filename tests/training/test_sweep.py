@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from geco_tf.errors import UserError
 from geco_tf.training import sweep
+from geco_tf.training.config import TrainConfig
 from geco_tf.training.run import RunDir
 
 # -- the grid, the score, the TOML writer ----------------------------------------------------------
@@ -58,10 +59,9 @@ def test_toml_writer_round_trips(tmp_path):
 
 
 def test_best_toml_is_a_training_config(tmp_path):
-    config = pytest.importorskip("geco_tf.training.config")
     path = tmp_path / "best.toml"
     sweep.write_toml(path, sweep.toml_text({"g_lr": 5e-4, "c_lr": 5e-4, "beta": 0.02, "base_filters": 8}))
-    cfg = config.TrainConfig.from_toml(path)
+    cfg = TrainConfig.from_toml(path)
     assert (cfg.g_lr, cfg.c_lr, cfg.beta, cfg.base_filters) == (5e-4, 5e-4, 0.02, 8)
 
 
@@ -203,6 +203,10 @@ def test_user_errors(tmp_path, monkeypatch):
         _sweep(tmp_path, trainer, monkeypatch, params=("classifier",))
     with pytest.raises(UserError, match="--trial-budget"):
         _sweep(tmp_path, trainer, monkeypatch, fixed={"time_budget_minutes": 3})
+    with pytest.raises(UserError, match="classifier = 'nope': choose one of"):
+        _sweep(tmp_path, trainer, monkeypatch, fixed={"classifier": "nope"})
+    with pytest.raises(UserError, match=r"--params ssim_target \(value 10\): ssim_target = 10.0: must be <= 1"):
+        _sweep(tmp_path, trainer, monkeypatch, params=("ssim_target",), fixed={"ssim_target": 0.1}, values=5, step=1.0)
     with pytest.raises(UserError, match="no sweep to resume"):
         _sweep(tmp_path, trainer, monkeypatch, resume=True)
 
