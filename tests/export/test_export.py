@@ -308,6 +308,7 @@ def test_float16_policy_generator_is_exported_in_float32(tmp_path):
     assert out.dtype == tf.float32
 
 
+@pytest.mark.slow  # (also slow: `-m "not slow"` replaces addopts' `-m "not benchmark"`)
 @pytest.mark.benchmark
 def test_benchmark_parity_default_generator(tmp_path):
     """docs/results.md: parity of the SavedModel (fresh process) and TFLite files for the default

@@ -197,6 +197,7 @@ def test_every_junk_input_gets_its_outcome_and_no_original_changes(tmp_path):
     assert not list(out.rglob("*.tmp*")) and not list(out.rglob("*.partial"))
 
 
+@pytest.mark.slow
 def test_cli_junk_tree_one_line_per_skip_no_traceback(tmp_path, tiny_run):
     src, out = tmp_path / "in put", tmp_path / "out"
     build_junk(src)
