@@ -171,6 +171,7 @@ def _skipped(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # the module's archive and a CLI run with spawned workers: about 35 s
 def test_archive_to_dataset_labels_and_reasons(archive, main_run):
     out = main_run["out"]
     key = bytes.fromhex(main_run["key"].read_text().strip())
@@ -213,6 +214,7 @@ def _uid_with(good: dict, manufacturer: str, field: str | None) -> str:
     return next(uid for uid, entry in good.items() if _labels(entry)[:2] == (manufacturer, field))
 
 
+@pytest.mark.slow  # the module's archive and a CLI run with spawned workers: about 35 s
 def test_slices_are_the_axial_informative_slices_scaled_and_padded(archive, main_run):
     import tensorflow as tf
 
@@ -239,6 +241,7 @@ def test_slices_are_the_axial_informative_slices_scaled_and_padded(archive, main
     assert seen == len(rows)
 
 
+@pytest.mark.slow  # the module's archive and a CLI run with spawned workers: about 35 s
 def test_no_identifier_in_dataset_or_logs(archive, main_run):
     out = main_run["out"]
     planted = archive["planted"]
@@ -257,6 +260,7 @@ def test_no_identifier_in_dataset_or_logs(archive, main_run):
     assert not list(out.rglob("*.key"))
 
 
+@pytest.mark.slow  # the module's archive and a CLI run with spawned workers: about 35 s
 def test_rerun_after_kill_resumes_and_gives_the_same_dataset(archive, main_run, tmp_path):
     out = tmp_path / "killed"
     work = work_dir_for(out)
@@ -279,7 +283,7 @@ def test_rerun_after_kill_resumes_and_gives_the_same_dataset(archive, main_run, 
     for path in work.iterdir():  # every file under its final name is whole (temporary ones are hidden)
         if path.name.startswith("."):
             continue
-        if path.suffix == ".json":
+        if path.suffix in (".json", ".started"):  # records; start counts of series being converted
             json.loads(path.read_text())
         else:
             assert np.load(path).ndim == 3
