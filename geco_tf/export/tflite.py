@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from geco_tf.errors import UserError
@@ -107,8 +108,7 @@ def export_tflite(
 def run_tflite(path: str | os.PathLike, images: Any) -> Any:
     """Run a file written by :func:`export_tflite` with the LiteRT interpreter, one image at a
     time (the file's batch is 1). ``images`` is [B, size, size, 1] float32; returns the same."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # optional: only needed to run the file
 
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()

@@ -9,7 +9,8 @@ in every nested sequence and in the file meta:
   versions, institution, device and calibration elements, coil names, sequence and protocol
   names, scan options, MagneticFieldStrength, ImagingFrequency and their relatives
   (:data:`REMOVED`) are deleted, and so are **all private groups**.
-* **UIDs** that are not DICOM's own (``1.2.840.10008.*``: SOP classes, transfer syntaxes) are
+* **UIDs** that are not DICOM's own (``1.2.840.10008.*``: SOP classes, transfer syntaxes) or
+  HL7's (``2.16.840.1.113883.*``: coding schemes) are
   replaced by :func:`uid_mapper`'s UIDs under one neutral root (pydicom's,
   ``1.2.826.0.1.3680043.8.498``). The map is a keyed hash of the old UID: the same old UID
   gives the same new one everywhere in a run (and in a resumed run with the same key), so the
@@ -72,6 +73,8 @@ META_REMOVED = (
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 IMPLEMENTATION_VERSION = "GECO_TF"
 STANDARD_UID_ROOT = "1.2.840.10008."
+#: UIDs kept as they are: DICOM's own (SOP classes, transfer syntaxes) and HL7's coding schemes.
+KEPT_UID_ROOTS = (STANDARD_UID_ROOT, "2.16.840.1.113883.")
 #: Vendor and product words that must not survive in any text value (matched as whole words).
 VENDOR_WORDS = (
     "SIEMENS", "SIEMENS HEALTHINEERS", "GE", "GEMS", "GE MEDICAL SYSTEMS", "GE HEALTHCARE",
@@ -149,7 +152,7 @@ def strip_vendor_tags(ds: Any, map_uid: Callable[[str], str]) -> None:
             element.value = ""
         elif element.VR == "UI" and element.value:
             values = element.value if element.VM > 1 else [element.value]
-            mapped = [v if str(v).startswith(STANDARD_UID_ROOT) else map_uid(str(v)) for v in values]
+            mapped = [v if str(v).startswith(KEPT_UID_ROOTS) else map_uid(str(v)) for v in values]
             element.value = mapped if element.VM > 1 else mapped[0]
         elif _is_text(element) and element.value not in (None, ""):
             element.value = _scrub_text(element.value)

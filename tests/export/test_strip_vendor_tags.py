@@ -248,3 +248,23 @@ def test_real_ge_and_siemens_series_from_dcm_qa_nih(tmp_path):
     assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in originals} and all(
         hashlib.sha256(p.read_bytes()).hexdigest() == h for p, h in originals.items()
     )
+
+
+def test_uid_map_is_keyed_valid_and_keeps_standard_uids():
+    from pydicom.uid import UID, MRImageStorage
+
+    from geco_tf.export.vendor_tags import strip_vendor_tags, uid_mapper
+
+    a, b = uid_mapper("key-a"), uid_mapper("key-b")
+    old = "1.2.840.113619.2.408.5282380.4562341.27283.1537222031.331"
+    assert a(old) == a(old) != b(old) and a(old) != a(old + "1")
+    assert UID(a(old)).is_valid and a(old).startswith(UID_ROOT) and len(a(old)) <= 64
+    ds = Dataset()
+    ds.SOPClassUID, ds.StudyInstanceUID = MRImageStorage, old
+    ds.StudyDescription, ds.SeriesDescription, ds.ImagedNucleus = "Brain 1.5T", "Ax T1 BRAVO", "1H"
+    ds.ImageComments = "acquired on a 3 Tesla Signa"
+    ds.BodyPartExamined = "HEAD"
+    strip_vendor_tags(ds, a)
+    assert ds.SOPClassUID == MRImageStorage and ds.StudyInstanceUID == a(old)
+    assert (ds.StudyDescription, ds.SeriesDescription, ds.ImageComments) == ("", "", "")
+    assert (ds.ImagedNucleus, ds.BodyPartExamined, ds.Manufacturer) == ("1H", "HEAD", "")
