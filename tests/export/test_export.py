@@ -313,7 +313,7 @@ def test_float16_policy_generator_is_exported_in_float32(tmp_path):
 def test_benchmark_parity_default_generator(tmp_path):
     """docs/results.md: parity of the SavedModel (fresh process) and TFLite files for the default
     UNetGenerator() (depth 3, base 16, random weights: parity does not depend on training).
-    Run: python -m pytest -m benchmark tests/test_export.py -s"""
+    Run: python -m pytest -m benchmark tests/export/test_export.py -s"""
     import time
 
     from geco_tf.export.tflite import export_tflite, run_tflite
