@@ -17,11 +17,12 @@ Three steps, each kept apart so the memory of a run is one series per worker:
    pixel texture, the very thing GECO learns to remove, reaches the dataset untouched.
 
 Why a series is refused (the reason goes to ``skipped.csv``): not MR, secondary capture, colour,
-localiser, Siemens mosaic, missing Manufacturer or MagneticFieldStrength, mixed orientations or
+localiser, missing Manufacturer or MagneticFieldStrength, mixed orientations or
 sizes, uneven slice spacing (missing slices), 4-D series with unequal volumes, unreadable pixel
 data, or a reoriented volume too thin to give axial slices (a single sagittal slice). Duplicate
 instances are dropped (each file listed) and the series goes on; a 4-D series keeps its first
-volume (said in the dataset's report).
+volume (said in the dataset's report). Siemens mosaics (EPI, diffusion) are de-mosaicked with
+nibabel's ``MosaicWrapper`` (tile count from the CSA header), as dcm2niix does.
 """
 
 from __future__ import annotations
@@ -267,8 +268,6 @@ def series_rejection(entry: SeriesFiles) -> str | None:
         return "not an MR image object (e.g. spectroscopy, report or presentation state)"
     if "LOCALIZER" in entry.image_type.split("\\"):
         return "localiser (scout) series"
-    if "MOSAIC" in entry.image_type.split("\\"):
-        return "Siemens mosaic (EPI/diffusion) series: slices are tiled in one image"
     return None
 
 
@@ -315,8 +314,6 @@ def _check_first_header(ds: Any) -> None:
     description = f"{_text(ds, 'SeriesDescription')} {_text(ds, 'ProtocolName')}".lower()
     if any(word in description for word in _LOCALISER_WORDS):
         raise SeriesRejected("localiser (scout) series")
-    if "MOSAIC" in image_type:
-        raise SeriesRejected("Siemens mosaic (EPI/diffusion) series: slices are tiled in one image")
 
 
 # --- geometry ------------------------------------------------------------------------------
@@ -749,6 +746,60 @@ def _enhanced_volume(path: str) -> SeriesVolume:
     return SeriesVolume(image=_make_image(volume, stack), labels={}, notes=notes, decoder="pydicom")
 
 
+# --- Siemens mosaic ------------------------------------------------------------------------
+
+
+def _mosaic_volume(files: list[str]) -> SeriesVolume:
+    """A Siemens mosaic series (EPI, diffusion: each file tiles the slices of one volume).
+
+    De-mosaicked as dcm2niix does, with nibabel's ``MosaicWrapper``: the tile count from the CSA
+    header (NumberOfImagesInMosaic), the slice positions from the CSA slice normal and the
+    mosaic's corrected ImagePositionPatient. The first volume (lowest AcquisitionNumber, then
+    InstanceNumber) is kept.
+    """
+    import pydicom
+    from nibabel.nicom import dicomwrappers
+
+    headers = []
+    file_skips: list[tuple[str, str]] = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:
+            file_skips.append((path, f"unreadable DICOM header ({type(exc).__name__})"))
+            continue
+        key = (_sortable(ds.get("AcquisitionNumber")), _sortable(ds.get("InstanceNumber")), path)
+        headers.append(key)
+    if not headers:
+        raise SeriesRejected(f"no usable image: {len(file_skips)} file(s) unreadable", file_skips)
+    first = min(headers)[2]
+    try:
+        wrapper = dicomwrappers.wrapper_from_data(pydicom.dcmread(first))
+        if not getattr(wrapper, "is_mosaic", False):
+            raise ValueError("not a mosaic")
+        data = np.asarray(wrapper.get_data(), dtype=np.float32)
+        affine = np.asarray(wrapper.affine, dtype=np.float64)
+    except Exception as exc:
+        raise SeriesRejected(
+            "Siemens mosaic (EPI/diffusion) series that cannot be de-mosaicked "
+            f"(CSA header or pixel data: {type(exc).__name__}: {first_line(exc, 100)})",
+            file_skips,
+        ) from None
+    if data.ndim != 3:
+        raise SeriesRejected(f"Siemens mosaic with unexpected data shape {data.shape}", file_skips)
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)), isVector=False)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    image.SetSpacing(tuple(float(v) for v in spacing))
+    image.SetDirection(tuple(float(v) for v in (affine[:3, :3] / spacing).ravel()))
+    image.SetOrigin(tuple(float(v) for v in affine[:3, 3]))
+    notes = [f"Siemens mosaic de-mosaicked ({data.shape[2]} slices)"]
+    if len(headers) > 1:
+        notes.append(f"4-D series: {len(headers)} volumes, the first kept")
+    return SeriesVolume(image=image, labels={}, notes=notes, file_skips=file_skips, decoder="nibabel (mosaic)")
+
+
 # --- one series ----------------------------------------------------------------------------
 
 
@@ -780,7 +831,9 @@ def build_series_volume(files: list[str], decoder: str = "auto", require_labels:
                 labels = {"manufacturer": None, "field_strength": None, "field_strength_tesla": None,
                           "modality": L.modality_from_header(first)}
         enhanced = int(first.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in first
-        if enhanced:
+        if "MOSAIC" in _text(first, "ImageType").upper().split("\\"):
+            volume = _mosaic_volume(files)
+        elif enhanced:
             extra = [(f, "another multi-frame object of a series already taken from its first file") for f in files[1:]]
             volume = _enhanced_volume(files[0])
             volume.file_skips.extend(extra)

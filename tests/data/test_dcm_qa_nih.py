@@ -5,7 +5,7 @@ The data (public GE and Siemens fMRI series from the NIH, with dcm2niix's conver
 copied into the repository. The GE series are 4-D (15 slices x 10 volumes told apart by
 InstanceNumber only): our axial volume must equal the reference's first volume, voxel for voxel,
 and its geometry (voxel -> patient mm) must match the reference's affine. The Siemens series are
-mosaics, refused with a clear reason.
+mosaics (2 volumes of 5 tiled slices): de-mosaicked, they are held to the reference the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ pytestmark = [
     pytest.mark.skipif(not (ROOT / "In").is_dir(), reason=f"dcm_qa_nih not found at {ROOT} (shared data absent)"),
 ]
 GE_SERIES = (4, 5, 6, 7)  # In/20180918GE/mr_000N <-> Ref/DCM2NIIX_regression_test_N.nii
+#: In/20180918Si/mr_000N <-> Ref/EPI_PE=<direction>_N.nii
 SIEMENS_SERIES = ((3, "AP"), (4, "PA"), (5, "RL"), (6, "LR"))
 
 
@@ -60,8 +61,27 @@ def test_ge_series_equal_dcm2niix_first_volume(number):
 
 
 @pytest.mark.parametrize("number,direction", SIEMENS_SERIES)
-def test_siemens_mosaics_are_refused_with_a_reason(number, direction):
+def test_siemens_mosaics_are_demosaicked_like_dcm2niix(number, direction):
     folder = ROOT / "In" / "20180918Si" / f"mr_{number:04d}"
-    with pytest.raises(D.SeriesRejected, match="Siemens mosaic"):
-        D.build_series_volume(_files(folder))
-    assert (ROOT / "Ref" / f"EPI_PE={direction}_{number}.nii").is_file()  # dcm2niix de-mosaics them
+    ours = D.build_series_volume(_files(folder))  # two mosaic files: two volumes of 5 slices
+    assert ours.labels["manufacturer"] == "Siemens" and ours.labels["field_strength"] == "3T"
+    assert ours.notes == ["Siemens mosaic de-mosaicked (5 slices)", "4-D series: 2 volumes, the first kept"]
+    reference = nib.load(str(ROOT / "Ref" / f"EPI_PE={direction}_{number}.nii"))
+    assert reference.shape == (72, 72, 5, 2)
+    first = reference.slicer[..., 0]
+    first = first.as_reoriented(ornt_transform(io_orientation(first.affine), axcodes2ornt(("L", "P", "S"))))
+    expected = np.asarray(first.get_fdata(), dtype=np.float32).transpose(2, 1, 0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(ours.image), expected)
+    reference_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ first.affine
+    np.testing.assert_allclose(_lps_affine(ours.image), reference_lps, atol=1e-3)
+
+
+def test_a_mosaic_that_cannot_be_demosaicked_is_skipped_with_its_reason(tmp_path):
+    import pydicom
+
+    ds = pydicom.dcmread(_files(ROOT / "In" / "20180918Si" / "mr_0003")[0])
+    for tag in [t for t in ds.keys() if t.group == 0x0029]:  # the Siemens CSA headers
+        del ds[tag]
+    ds.save_as(tmp_path / "mosaic.dcm")
+    with pytest.raises(D.SeriesRejected, match="Siemens mosaic .* cannot be de-mosaicked"):
+        D.build_series_volume([str(tmp_path / "mosaic.dcm")])

@@ -43,7 +43,7 @@ DICOM_EXPECTED = {
     "bad/four_d_missing": "4-D series with unequal volumes (1 to 2 images per position): missing slices?",
     "bad/ct.dcm": "modality CT, not MR",
     "bad/sc_rgb.dcm": "secondary capture",
-    "bad/mosaic.dcm": "Siemens mosaic",
+    "bad/mosaic.dcm": "Siemens mosaic (EPI/diffusion) series that cannot be de-mosaicked",
     "bad/localiser": "localiser (scout) series",
     "bad/no_manufacturer": "missing Manufacturer (0008,0070)",
     "bad/no_field": "missing or unreadable MagneticFieldStrength (0018,0087)",
