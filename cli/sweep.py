@@ -21,6 +21,7 @@ Examples:
   geco-tf sweep --data data --out sweeps/mf --resume          # after a stop: the rest
   geco-tf sweep --data data --out sweeps/quick --values 3 --trial-budget 2
   geco-tf sweep --data data --out sweeps/b --params beta --set beta=0.02
+  geco-tf sweep --data data --out sweeps/p --config paper.toml --set classifier=maxpool
   geco-tf train --config sweeps/mf/best.toml --data data --target manufacturer --out runs/best
 
 \b
@@ -35,11 +36,12 @@ Distributed over several machines (one chief, workers): see docs/sweep.md.
 @click.option("--values", type=click.IntRange(min=1), default=None, help=f"Log-spaced values per setting, centred on its default. [default: {VALUES}]")
 @click.option("--step", type=click.FloatRange(min=0.0, min_open=True), default=None, help=f"Decades between neighbouring values. [default: {STEP_DECADES}]")
 @click.option("--trial-budget", type=click.FloatRange(min=0.0, min_open=True), default=None, metavar="MIN", help=f"Minutes of training per trial. [default: {TRIAL_BUDGET_MINUTES:g}]")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="A training setting given to every trial (repeatable); a swept setting's value here is its centre.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml", help="Training settings (any subset of the config's fields) given to every trial; a swept setting's value here is its centre.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="A training setting given to every trial (repeatable; over --config); a swept setting's value here is its centre.")
 @click.option("--resume", is_flag=True, help="Continue the sweep in --out: finished trials are not run again.")
 @click.option("--max-trials", type=click.IntRange(min=1), default=None, help="Stop after this many trials (continue later with --resume).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def command(data_dir, target, out_dir, params, values, step, trial_budget, assignments, resume, max_trials, quiet):
+def command(data_dir, target, out_dir, params, values, step, trial_budget, config_file, assignments, resume, max_trials, quiet):
     """Sweep learning rates and beta as the GECO paper did (section 3.4).
 
     Each setting is swept in turn over log-spaced values around its default, the
@@ -48,12 +50,12 @@ def command(data_dir, target, out_dir, params, values, step, trial_budget, assig
     rule (lower is better; never the test split).
     """
     from geco_tf.progress import Progress
-    from geco_tf.training.sweep import parse_assignments, run_sweep
+    from geco_tf.training.sweep import run_sweep, trial_settings
 
     names = None if params is None else tuple(p.strip() for p in params.split(",") if p.strip())
     summary = run_sweep(
         data_dir, out_dir, target=target, params=names, values=values, step=step,
-        trial_budget=trial_budget, fixed=parse_assignments(assignments), resume=resume,
+        trial_budget=trial_budget, fixed=trial_settings(config_file, assignments), resume=resume,
         max_trials=max_trials, progress=Progress(quiet=quiet),
     )
     if summary.get("worker"):

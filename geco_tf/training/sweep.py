@@ -236,6 +236,22 @@ def check_settings(settings: SweepSettings) -> None:
             base.replace(_source=f"--params {name} (value {value:g})", **{name: value})
 
 
+def trial_settings(config_file: str | Path | None, assignments: list[str] | tuple[str, ...] = ()) -> dict:
+    """The training settings every trial shares: a TOML file's (``--config``, any subset of the
+    training config's fields; e.g. a ``best.toml`` or a preset) with ``--set`` over them."""
+    values: dict = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the config file ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: not valid TOML ({exc})") from None
+    return {**values, **parse_assignments(assignments)}
+
+
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict:
     """``["key=value", ...]`` (``--set``) as ``{key: value}``, values read as TOML scalars
     (``true``, ``8``, ``5e-4``, ``"x"``) and as text otherwise."""

@@ -65,6 +65,17 @@ def test_best_toml_is_a_training_config(tmp_path):
     assert (cfg.g_lr, cfg.c_lr, cfg.beta, cfg.base_filters) == (5e-4, 5e-4, 0.02, 8)
 
 
+def test_trial_settings_from_a_toml_file_and_set(tmp_path):
+    path = tmp_path / "base.toml"
+    path.write_text('g_lr = 5e-4\nclassifier = "maxpool"\nepochs = 3\n')
+    assert sweep.trial_settings(path, ["epochs=1"]) == {"g_lr": 5e-4, "classifier": "maxpool", "epochs": 1}
+    path.write_text("g_lr = \n")
+    with pytest.raises(UserError, match="base.toml: not valid TOML"):
+        sweep.trial_settings(path)
+    with pytest.raises(UserError, match="cannot read"):
+        sweep.trial_settings(tmp_path / "missing.toml")
+
+
 def test_parse_assignments():
     got = sweep.parse_assignments(["epochs=1", "classifier=maxpool", "jit=true", "beta=2e-2", "output-band=off"])
     assert got == {"epochs": 1, "classifier": "maxpool", "jit": True, "beta": 0.02, "output_band": "off"}
