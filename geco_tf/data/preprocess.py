@@ -428,6 +428,11 @@ def subject_values(
             f"{n_studies} studies{everyone}); these series are told apart by study (StudyInstanceUID) instead. "
             "If they are repeat visits of one person, use --subject-key folder with one folder per person"
         )
+    if not shared and len(series) > 1 and len(studies) == 1 and not n_empty:
+        warnings.append(
+            f"warning: PatientID: one value for all {len(series)} series (one study): the whole archive is one "
+            "subject, so it can only go to one split"
+        )
     if n_empty:
         warnings.append(
             f"warning: PatientID: empty in {n_empty} series; these series are told apart by study "

@@ -35,11 +35,11 @@ def _run(tmp, archive, key=None, **kwargs):
 def distinct(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distinct")
     series = build_small_archive(tmp / "in")
-    return series, _run(tmp, tmp / "in")
+    return series, _run(tmp, tmp / "in"), tmp / "in"
 
 
 def test_every_split_holds_every_manufacturer_and_field_strength(distinct):
-    series, (summary, rows, info, progress_text, log, key) = distinct
+    series, (summary, rows, info, progress_text, log, key), _ = distinct
     by_split = defaultdict(lambda: defaultdict(set))
     for row in rows:
         for target in ("manufacturer", "field_strength", "subject"):
@@ -65,6 +65,17 @@ def test_every_split_holds_every_manufacturer_and_field_strength(distinct):
     labelled = {(r["source_volume"], r["manufacturer"], r["field_strength"]) for r in rows}
     assert labelled == {(P.pseudonym(key, uid, "ser"), s["manufacturer"], s["field_strength"])
                         for uid, s in series.items()}
+
+
+def test_the_split_does_not_depend_on_the_pseudonym_key(distinct, tmp_path):
+    series, (_, rows, _, _, _, key), archive = distinct
+    _, rows_other, _, _, _, other_key = _run(tmp_path, archive)  # a new key is made beside the output
+    assert other_key != key
+    split = {r["source_volume"]: r["split"] for r in rows}
+    split_other = {r["source_volume"]: r["split"] for r in rows_other}
+    assert {uid: split[P.pseudonym(key, uid, "ser")] for uid in series} == {
+        uid: split_other[P.pseudonym(other_key, uid, "ser")] for uid in series
+    }
 
 
 def test_one_patient_id_for_all_warns_and_keeps_one_subject_per_study(tmp_path_factory):
