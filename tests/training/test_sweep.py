@@ -189,6 +189,16 @@ def test_interrupted_sweep_resumes_without_repeating_a_finished_trial(tmp_path, 
     assert (tmp_path / "sweep" / "results.csv").read_text() == results
 
 
+def test_interrupted_first_trial_resumes(tmp_path, monkeypatch):
+    with pytest.raises(KeyboardInterrupt):  # before KerasTuner saved any tuner state
+        _sweep(tmp_path, FakeTrainer(interrupt_on=1), monkeypatch, params=("beta",))
+    trainer = FakeTrainer()
+    summary = _sweep(tmp_path, trainer, monkeypatch, values=None, trial_budget=None, resume=True)
+    assert [c["beta"] for c in trainer.calls] == [3.16e-4, 1e-3, 3.16e-3]
+    assert summary["complete"] and summary["trials"] == 3
+    assert len(_rows(tmp_path / "sweep" / "results.csv")) == 3
+
+
 def test_max_trials_stops_and_resume_finishes(tmp_path, monkeypatch):
     trainer = FakeTrainer()
     part = _sweep(tmp_path, trainer, monkeypatch, params=("beta",), max_trials=2)
