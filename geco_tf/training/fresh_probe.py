@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from geco_tf.training.config import SELECTION_PROBES
 from geco_tf.training.fourier_probe import fit_predict_linear, fourier_features
 
-#: Probes this option accepts (``--selection-probe``): ``none`` keeps the design's rule as
-#: written (co-trained accuracies only).
-SELECTION_PROBES = ("fourier", "none")
+__all__ = ["PROBE_TRAIN_IMAGES", "SELECTION_PROBES", "probe_accuracy", "probe_features"]
 
 #: At most this many training slices (a fixed, seeded subset) fit the probe, so its cost per
 #: epoch is bounded on large datasets (4096 slices of 64 x 64: ~5 s on two CPU cores).
