@@ -51,7 +51,14 @@ from typing import Any
 import numpy as np
 
 from geco_tf.export.slices import DEFAULT_BATCH, Deartifactor, InputSkipped, deartifact_volume, run_slices
-from geco_tf.export.vendor_tags import BLANKED, REMOVED, STANDARD_UID_ROOT, strip_vendor_tags, uid_mapper
+from geco_tf.export.vendor_tags import (
+    BLANKED,
+    IMPLEMENTATION_VERSION,
+    REMOVED,
+    STANDARD_UID_ROOT,
+    strip_vendor_tags,
+    uid_mapper,
+)
 from geco_tf.io import atomic_path
 
 #: Elements --strip-vendor-tags blanks or removes (besides private groups and UIDs).
@@ -260,7 +267,7 @@ def _raw_pixel_element(ds: Any, raw: bytes) -> None:
 def _derive_header(ds: Any, series_uid: str, model_name: str, map_uid: Callable[[str], str] | None) -> None:
     """Make ``ds`` a derived image of a new series; with ``map_uid``, also strip vendor tags."""
     from pydicom.dataset import Dataset
-    from pydicom.uid import generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, generate_uid
 
     old_sop = ds.get("SOPInstanceUID")
     if map_uid is None:
@@ -273,8 +280,12 @@ def _derive_header(ds: Any, series_uid: str, model_name: str, map_uid: Callable[
             ds.SourceImageSequence = [source]
     elif not old_sop:
         ds.SOPInstanceUID = generate_uid()  # nothing to map: a fresh one under pydicom's root
-    if getattr(ds, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if getattr(ds, "file_meta", None) is not None:
+        if "MediaStorageSOPInstanceUID" in ds.file_meta:
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        # The file is written by this software, not by the scanner that wrote the original.
+        ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     image_type = [str(v) for v in ds.get("ImageType", [])] if "ImageType" in ds else []
     image_type = (image_type + ["", ""])[: max(2, len(image_type))]
     image_type[:2] = ["DERIVED", "SECONDARY"]

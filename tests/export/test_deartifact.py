@@ -200,6 +200,7 @@ def test_dicom_series_round_trip(model_fn, tmp_path, strip):
                 assert original[keyword].value == out[keyword].value, keyword
         assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
         assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert out.file_meta.ImplementationVersionName == "GECO_TF"  # written by us, either way
         assert list(out.ImageType) == ["DERIVED", "SECONDARY", "M"] + ([] if strip else ["ND"])
         assert "GECO" in out.DerivationDescription and out.SeriesDescription == "t1_sag GECO"
         if strip:  # no pointer back to the original (its UID may carry the vendor's root)
