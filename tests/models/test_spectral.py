@@ -52,6 +52,7 @@ def test_spectral_classifier_saves_and_loads(tmp_path):
     np.testing.assert_allclose(loaded(x, training=False).numpy(), before, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_game_trains_the_spectral_adversary_and_the_generator_feels_it():
     keras.utils.set_random_seed(0)
 

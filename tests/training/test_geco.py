@@ -72,6 +72,7 @@ def test_beta_is_scaled_to_the_image_area():
     assert effective_beta(0.02, 64, 64, "none") == pytest.approx(0.02)
 
 
+@pytest.mark.slow
 def test_train_step_trains_both_players_and_warmup_reduces_pixel_error():
     keras.utils.set_random_seed(0)
     model = _game(pool_size=16, warmup=1000)
@@ -89,6 +90,7 @@ def test_train_step_trains_both_players_and_warmup_reduces_pixel_error():
     assert set(model.pool.labels.numpy().tolist()) == {0, 1, 2, 3}
 
 
+@pytest.mark.slow
 def test_classifier_learns_generated_images_when_generator_is_frozen():
     keras.utils.set_random_seed(1)
     model = _game(critic_steps=2)
@@ -99,6 +101,7 @@ def test_classifier_learns_generated_images_when_generator_is_frozen():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_mixed_float16_steps_are_finite_and_variables_stay_float32():
     keras.utils.set_random_seed(2)
     model = _game("mixed_float16", pool_size=16)
@@ -171,6 +174,7 @@ def test_best_epoch_counts_only_once_an_adversary_has_learnt_the_target():
     assert best["epoch"] == 5 and not met
 
 
+@pytest.mark.slow
 def test_the_replay_pool_goes_through_the_checkpoint(tmp_path):
     """A resumed run's classifiers keep their memory of earlier generators: the pool's images,
     labels and count are restored from the checkpoint."""

@@ -11,6 +11,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trains in a subprocess: tens of seconds
+
 #: Stated tolerance: after 3 steps (critic steps 2, Adam lr 1e-3) weights agree to 1e-4 absolute,
 #: per-step losses to 1e-3 relative. The two runs add the same numbers in a different order, so
 #: gradients differ in the last bits. Adam's default epsilon (1e-7) turns a near-zero gradient of

@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
 
 from geco_tf.training.run import RunDir
+
+pytestmark = pytest.mark.slow  # trains in a subprocess: tens of seconds
 
 ARGS = ["--set", "base_filters=4", "--set", "depth=2", "--classifier", "maxpool", "--batch-size", "8",
         "--set", "warmup_steps=2", "--set", "pool_size=32"]

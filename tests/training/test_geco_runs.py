@@ -22,6 +22,7 @@ from geco_tf.training.train import train_geco
 SMALL = {"base_filters": 4, "depth": 2, "classifier": "maxpool", "batch_size": 8, "warmup_steps": 2, "pool_size": 32}
 
 
+@pytest.mark.slow
 def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):
     out = tmp_path / "run"
     metrics = train_geco(tiny_data, out, epochs=2, progress=False, selection_probe="fourier", **SMALL)
@@ -55,6 +56,7 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):
         train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
 
 
+@pytest.mark.slow
 def test_a_run_written_before_the_config_resumes_if_its_removed_settings_were_off(tiny_data, tmp_path):
     """A run directory from before TrainConfig stored ``"options"`` (with settings since deleted):
     it resumes when each deleted setting was off, and says which one stops it otherwise."""
@@ -83,6 +85,7 @@ def _cli(*args: str):
     return CliRunner().invoke(cli, ["train", *args])
 
 
+@pytest.mark.slow
 def test_output_band_run_saves_a_band_limited_generator(tiny_data, tmp_path):
     """--output-band reaches the saved generator: its outputs have no power beyond the band."""
     out = tmp_path / "band"
@@ -115,6 +118,7 @@ def test_output_band_auto_is_the_band_every_recorded_scanner_acquired(tiny_data)
     assert resolve_output_band("0.7,0.9", tiny) == (0.7, 0.9) == resolve_output_band([0.7, 0.9], tiny)
 
 
+@pytest.mark.slow
 def test_a_run_that_never_leaves_the_warm_up_says_its_accuracy_means_nothing(tiny_data, tmp_path):
     """A budget too short for the machine can end every epoch inside the warm-up; the kept
     epoch's co-trained accuracy is then an untrained classifier's, and the command says so."""
@@ -164,6 +168,7 @@ def test_user_errors_exit_2_with_one_line(bad_data, tmp_path, case, args, messag
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, tmp_path):
     """Every epoch's checkpoint holds all network variables (batch-norm statistics included),
     and the final generator.keras is the chosen epoch's, not the last one's."""
@@ -184,6 +189,7 @@ def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, 
         np.testing.assert_array_equal(v.numpy(), saved)
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_trains_nothing_and_reapplies_the_selection_rule(tiny_data, tmp_path):
     """The best epoch must come after an adversary first learnt the target; a finished run
     resumed re-judges its history (here rewritten by hand, so each case is known) and
