@@ -9,6 +9,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """A benchmark is slow too: ``-m "not slow"`` replaces setup.cfg's ``-m "not benchmark"``, and
+    the quick check must leave benchmarks out as the full suite does."""
+    for item in items:
+        if item.get_closest_marker("benchmark") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
     """A small built-in dataset, made once per session: 24 subjects (3 per manufacturer x field
