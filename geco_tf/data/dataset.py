@@ -205,8 +205,12 @@ class DatasetWriter:
         )
 
     def skip(self, path: str, reason: str) -> None:
-        """Record an input that was left out, with a one-line reason."""
-        self._skipped.append((str(path), reason))
+        """Record an input that was left out, with a one-line reason.
+
+        A file name that is not valid UTF-8 (its undecodable bytes arrive as surrogates) is
+        written with those bytes as ``\\xNN`` escapes, so ``skipped.csv`` stays UTF-8 text.
+        """
+        self._skipped.append((_displayable(str(path)), _displayable(str(reason))))
 
     def _shard_name(self, split: str) -> str:
         if split not in self._writers or self._in_shard[split] >= self.shard_size:
@@ -330,6 +334,15 @@ def check_target(data: DatasetInfo, target: str, splits: Iterable[str] = SPLITS)
                 f"({', '.join(sorted(present)) or 'none'}); need at least 2"
             )
     return classes
+
+
+def _displayable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (surrogate escapes) as ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _bytes_feature(value: bytes):

@@ -644,7 +644,7 @@ def _classic_volume(paths: list[str], first: Any, decoder: str) -> SeriesVolume:
                 image = None
             else:
                 _set_geometry(image, stack)
-        except RuntimeError:
+        except (RuntimeError, TypeError, UnicodeError):  # TypeError: a file name that is not valid UTF-8
             image = None
         if image is None and decoder == "sitk":
             raise SeriesRejected("SimpleITK could not read the series", file_skips)

@@ -54,6 +54,7 @@ DICOM_EXPECTED = {
     "bad/mixed_sizes": "mixed image sizes in one series",
     "bad/DICOMDIR": "DICOMDIR (an index of the files, not an image)",
     "good2": "duplicate instance (same SOPInstanceUID as another file of the series)",
+    "caf\\xe9/x\\xff.dcm": "not a DICOM file",  # a name that is not UTF-8, written with \\x escapes
 }
 #: NIfTI + CSV tree: input -> reason in skipped.csv.
 NIFTI_EXPECTED = {
@@ -142,6 +143,12 @@ def build_dicom_tree(root: Path) -> None:
     (root / "enhanced").mkdir()
     philips_enhanced(root / "enhanced" / "IM_0001", frames=20, size=32)
     os.symlink(root, root / "loop")  # a folder link back to the root: walked once
+    # file names that are not valid UTF-8 (Latin-1 bytes from an old export): a series and junk
+    latin = os.fsencode(root) + b"/caf\xe9"
+    os.makedirs(latin)
+    with open(latin + b"/x\xff.dcm", "wb") as f:
+        f.write(b"junk")
+    write_series(os.fsdecode(latin + b"/s\xe9rie"), shape=(6, 32, 32), patient_id="P3")
 
 
 def build_nifti_tree(root: Path) -> Path:
@@ -216,8 +223,9 @@ def test_dicom_torture(tmp_path):
     assert not missing, (missing, skips)
     with open(out / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len({r["source_volume"] for r in rows}) == 3  # unicode path, good2 (one copy dropped), enhanced
-    assert "dataset:" in text and "3 series" in text
+    # unicode path, good2 (one copy dropped), enhanced, the series under a non-UTF-8 name
+    assert len({r["source_volume"] for r in rows}) == 4
+    assert "dataset:" in text and "4 series" in text
     assert _hashes(root) == before
 
 
