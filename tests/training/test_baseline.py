@@ -73,6 +73,7 @@ def test_from_scratch_run_directory_says_not_pretrained(tiny_data, tmp_path):
     assert accuracy == pytest.approx(metrics["accuracy_original"])
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_frozen_through_a_training_step(legacy_file):
     path, arrays = legacy_file
     model, bb = build_pretrained_baseline(4, SIZE, read_dds_hdf5(path))
