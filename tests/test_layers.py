@@ -6,7 +6,8 @@ Every ``.py`` file of ``geco_tf/`` is parsed with ``ast`` and *every* import is 
 inside functions included (a function-local import that hides a cycle is still a cycle). The
 test fails on a cycle between files, a cycle between subpackages, a lower layer importing a
 higher one, ``import click`` in the library, and a ``_private`` name imported from another
-module (in ``geco_tf``, ``cli``, ``tests`` and ``benchmarks``).
+module (in ``geco_tf``, ``cli``, ``tests``, ``benchmarks`` and ``experiments``), and a test that
+imports a benchmark or experiment script.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def test_no_private_name_is_imported_from_another_module():
     """``from geco_tf.x import _name`` (or ``geco_tf.x._name``) outside ``geco_tf/x``."""
     offenders = []
     modules = module_files()
-    for folder in ("geco_tf", "cli", "tests", "benchmarks"):
+    for folder in ("geco_tf", "cli", "tests", "benchmarks", "experiments"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             tree = parse(path)
             aliases = _geco_aliases(tree, modules)
@@ -188,6 +189,29 @@ def test_no_private_name_is_imported_from_another_module():
                     if isinstance(base, ast.Name) and (base.id == "geco_tf" or base.id in aliases):
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {base.id}...{node.attr}")
     assert offenders == [], "private names used outside their module:\n" + "\n".join(offenders)
+
+
+def test_no_test_imports_a_benchmark_or_an_experiment():
+    """Benchmarks and experiments are scripts, not the product: tests run benchmarks in a
+    subprocess (``test_benchmarks.py``) and never touch experiments."""
+    scripts = {p.stem for folder in ("benchmarks", "experiments") for p in (ROOT / folder).glob("*.py")}
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(parse(path)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in scripts]
+            if (  # sys.path.insert(...) / sys.path.append(...): how scripts used to be imported
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("insert", "append") and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "path" and isinstance(node.func.value.value, ast.Name)
+                and node.func.value.value.id == "sys"
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} changes sys.path")
+    assert offenders == [], "tests importing scripts:\n" + "\n".join(offenders)
 
 
 def _geco_aliases(tree: ast.AST, modules: dict[str, Path]) -> set[str]:
