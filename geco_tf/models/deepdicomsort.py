@@ -47,7 +47,7 @@ import numpy as np
 from keras import layers
 
 from geco_tf.errors import UserError
-from geco_tf.models.classifiers import CONV_FILTERS, KERNEL, POOL, ConvBackbone
+from geco_tf.models.backbone import CONV_FILTERS, KERNEL, POOL, ConvBackbone
 
 #: The image size the published weights were trained on (the PReLU alphas depend on it).
 ORIGINAL_INPUT_SIZE = 256

@@ -24,7 +24,7 @@ from geco_tf.data.dataset import DatasetInfo, check_target, open_dataset
 from geco_tf.data.pipeline import make_dataset
 from geco_tf.errors import UserError
 from geco_tf.models import Discriminator, build_classifier, build_generator, choose_padding
-from geco_tf.models.classifiers import feature_size
+from geco_tf.models.backbone import feature_size
 from geco_tf.models.spectral import SpectralClassifier
 from geco_tf.progress import QUIET, Progress
 from geco_tf.training.batch_norm import set_batch_norm_momentum
