@@ -246,7 +246,8 @@ def identity_report(tiny_data, tmp_path_factory) -> tuple[dict, Path]:
     run = _write_run(tmp_path_factory.mktemp("eval") / "run", tiny_data, generator)
     out = run.parent / "report"
     result = CliRunner().invoke(
-        cli, ["evaluate", "--run", str(run), "--out", str(out), "--audit-epochs", "1", "--probe-epochs", "2", "--sigmas", "1"]
+        cli, ["evaluate", "--run", str(run), "--out", str(out), "--audit-epochs", "1", "--probe-epochs", "2", "--sigmas", "1",
+              "--baselines", "identity,zscore"]
     )
     assert result.exit_code == 0, result.output
     assert "VERDICT:" in result.output and "accuracy_audit" in result.output
