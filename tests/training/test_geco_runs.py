@@ -127,6 +127,7 @@ def test_a_run_that_never_leaves_the_warm_up_says_its_accuracy_means_nothing(tin
                   "--classifier", "maxpool", "--set", "base_filters=4", "--set", "depth=2", "--batch-size", "8")
     assert result.exit_code == 0, (result.output, result.exception)
     assert "inside the generator's warm-up" in result.stderr
+    assert "epoch 1: val accuracy" in result.stderr  # the per-epoch line (stderr; --quiet drops it)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["adversarial_epochs"] == 0 and metrics["epochs_trained"] == 1
     # (a run that does leave it counts its epochs: test_train_geco_writes_the_run_directory)
