@@ -1,4 +1,4 @@
-"""geco-tf benchmarks: speed and memory against this machine's own measured limit (issue 8).
+"""geco-tf benchmarks: speed and memory against this machine's own measured limit.
 
 One command, same measurements every time, so regressions and gains are visible::
 

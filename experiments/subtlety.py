@@ -1,4 +1,4 @@
-"""How subtle are the built-in dataset's scanner signatures? Prints the three numbers of issue 2.
+"""How subtle are the built-in dataset's scanner signatures? Prints three numbers.
 
 1. SSIM between the same anatomy rendered by two different manufacturers (every pair of the
    four, independent noise): must be >= 0.95 -- the signatures must not change the anatomy.

@@ -1,4 +1,4 @@
-"""SSIM and PSNR follow design.md's definitions (checked against independent NumPy code)."""
+"""SSIM and PSNR follow docs/evaluation.md's definitions (checked against independent NumPy code)."""
 
 from __future__ import annotations
 

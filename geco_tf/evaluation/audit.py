@@ -1,7 +1,7 @@
 """The audit: does a *fresh* classifier still find the scanner in generated images?
 
 GECO's own classifier was trained alongside the generator, so a generator can fool it while the
-signature survives for any other model (design.md, issue 6). The audit trains a new classifier
+signature survives for any other model (docs/evaluation.md). The audit trains a new classifier
 from scratch on G(train), picks its best epoch on G(val) (that helps the auditor, not GECO) and
 tests it on G(test): ``accuracy_audit``. The same procedure on the original images
 (``accuracy_audit_original``) measures the audit's power: an audit counts only where that is

@@ -16,7 +16,7 @@ report adds, on the test split:
   (:mod:`geco_tf.evaluation.harmonisation`);
 * the paper's figures (:mod:`geco_tf.evaluation.figures`).
 
-Everything lands in ``REPORT/``: ``metrics.json`` (keys of ``shared/design.md`` plus details),
+Everything lands in ``REPORT/``: ``metrics.json`` (the keys docs/evaluation.md lists, plus details),
 the PNG figures, and ``index.html`` with the figures embedded, so the one file can be mailed.
 """
 
@@ -52,10 +52,10 @@ from geco_tf.training.baseline import load_baseline
 from geco_tf.training.generate import generate
 from geco_tf.training.run import RunDir
 
-#: An audit counts only where the same model reaches this on original images (design.md).
+#: An audit counts only where the same model reaches this on original images (docs/evaluation.md).
 AUDIT_POWER = 0.90
 #: The signature counts as removed when every valid audit is at most chance + this margin
-#: (0.40 for four manufacturers, the acceptance bar of issue 6).
+#: (0.40 for four manufacturers).
 AUDIT_MARGIN = 0.15
 SSIM_TARGET = 0.97
 #: Probes (leakage, utility, Fourier audit) train on at most this many training slices.
@@ -352,7 +352,7 @@ def evaluate_run(
         "psnr": psnr_stats["mean"],
         "per_modality": per_modality,
         "confusion_cotrained": confusion_co,
-        # details beyond the design.md keys
+        # details beyond the documented keys
         "verdict": result_verdict,
         "ci95": {
             "accuracy_original": original["ci95"],

@@ -3,7 +3,7 @@
 One call builds the networks for the dataset's image size (:func:`build_geco`), plays the GECO
 game for ``config.epochs`` epochs (or until the time budget, off by default), validates after
 every epoch, keeps every epoch in ``history.csv`` and a checkpoint, and finally restores the
-best validation epoch (design.md: lowest co-trained accuracy among epochs whose SSIM meets the
+best validation epoch (docs/method.md: lowest co-trained accuracy among epochs whose SSIM meets the
 target; with ``selection_probe``, a probe fitted afresh after each epoch counts too) and
 measures it on the test split. ``resume=True`` continues a killed run after its last finished
 epoch. Every setting is a field of :class:`~geco_tf.training.config.TrainConfig`.

@@ -1,4 +1,4 @@
-"""The torture set for ``geco-tf preprocess`` (issue 33): bad DICOM, NIfTI and CSV inputs, each
+"""The torture set for ``geco-tf preprocess``: bad DICOM, NIfTI and CSV inputs, each
 with its one-line reason in ``skipped.csv`` (or a one-line exit-2 error), no traceback, and every
 original file byte-identical afterwards.
 
