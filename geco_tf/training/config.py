@@ -171,15 +171,7 @@ class TrainConfig:
 
     def merge_toml(self, path: str | Path) -> TrainConfig:
         """This config with the fields a TOML file sets."""
-        path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                values = tomllib.load(f)
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read the config file ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{path}: not valid TOML ({exc})") from None
-        return self.replace(_source=str(path), **values)
+        return self.replace(_source=str(path), **read_toml(path))
 
     def replace(self, _source: str = "config", **values: Any) -> TrainConfig:
         """A copy with ``values`` changed (field names; each value parsed to the field's type)."""
@@ -196,14 +188,7 @@ class TrainConfig:
     def with_overrides(self, assignments: list[str] | tuple[str, ...], source: str = "--set") -> TrainConfig:
         """A copy with ``["key=value", ...]`` applied in order (``--set``); values are parsed as
         TOML scalars when they can be (``true``, ``5e-4``, ``"x"``) and as text otherwise."""
-        values = {}
-        for item in assignments:
-            key, sep, text = item.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or not key:
-                raise UserError(f"{source} {item!r}: use key=value")
-            values[key] = _parse_text(text.strip())
-        return self.replace(_source=source, **values)
+        return self.replace(_source=source, **parse_assignments(assignments, source))
 
     def to_dict(self) -> dict:
         """``{field: value}``, JSON-ready (what ``RUN/config.json`` holds under ``"config"``)."""
@@ -262,6 +247,31 @@ def parse_value(key: str, value: Any, source: str = "config") -> Any:
 
 
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def read_toml(path: str | Path) -> dict:
+    """The top-level keys of a config file (not yet checked against the fields)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+
+
+def parse_assignments(assignments: list[str] | tuple[str, ...], source: str = "--set") -> dict:
+    """``["key=value", ...]`` as ``{key: value}`` (dashes in keys read as underscores), values
+    parsed as TOML scalars when they can be (``true``, ``5e-4``, ``"x"``) and as text otherwise."""
+    values = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"{source} {item!r}: use key=value")
+        values[key] = _parse_text(text.strip())
+    return values
 
 
 def _parse_text(text: str) -> Any:

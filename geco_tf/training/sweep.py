@@ -58,7 +58,7 @@ from geco_tf.data.dataset import TARGETS  # noqa: E402
 from geco_tf.errors import UserError  # noqa: E402
 from geco_tf.io import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
 from geco_tf.progress import QUIET, Progress  # noqa: E402
-from geco_tf.training.config import TrainConfig  # noqa: E402
+from geco_tf.training.config import TrainConfig, parse_assignments, read_toml  # noqa: E402
 from geco_tf.training.run import RunDir, learnt_accuracy, select_best, validation_leakage  # noqa: E402
 from geco_tf.training.train import train_geco  # noqa: E402
 
@@ -239,37 +239,8 @@ def check_settings(settings: SweepSettings) -> None:
 def trial_settings(config_file: str | Path | None, assignments: list[str] | tuple[str, ...] = ()) -> dict:
     """The training settings every trial shares: a TOML file's (``--config``, any subset of the
     training config's fields; e.g. a ``best.toml`` or a preset) with ``--set`` over them."""
-    values: dict = {}
-    if config_file is not None:
-        path = Path(config_file)
-        try:
-            with open(path, "rb") as f:
-                values = tomllib.load(f)
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read the config file ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{path}: not valid TOML ({exc})") from None
+    values = read_toml(config_file) if config_file is not None else {}
     return {**values, **parse_assignments(assignments)}
-
-
-def parse_assignments(items: list[str] | tuple[str, ...]) -> dict:
-    """``["key=value", ...]`` (``--set``) as ``{key: value}``, values read as TOML scalars
-    (``true``, ``8``, ``5e-4``, ``"x"``) and as text otherwise."""
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: use key=value")
-        text = text.strip()
-        if text.lower() in ("true", "false"):
-            out[key] = text.lower() == "true"
-            continue
-        try:
-            out[key] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = text
-    return out
 
 
 # -- KerasTuner: the oracle and the tuner -----------------------------------------------------

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from geco_tf.errors import UserError
 from geco_tf.training import sweep
-from geco_tf.training.config import TrainConfig
+from geco_tf.training.config import TrainConfig, parse_assignments
 from geco_tf.training.run import RunDir
 
 # -- the grid, the score, the TOML writer ----------------------------------------------------------
@@ -77,10 +77,10 @@ def test_trial_settings_from_a_toml_file_and_set(tmp_path):
 
 
 def test_parse_assignments():
-    got = sweep.parse_assignments(["epochs=1", "classifier=maxpool", "jit=true", "beta=2e-2", "output-band=off"])
+    got = parse_assignments(["epochs=1", "classifier=maxpool", "jit=true", "beta=2e-2", "output-band=off"])
     assert got == {"epochs": 1, "classifier": "maxpool", "jit": True, "beta": 0.02, "output_band": "off"}
     with pytest.raises(UserError, match="key=value"):
-        sweep.parse_assignments(["epochs"])
+        parse_assignments(["epochs"])
 
 
 def test_cli_literals_match_the_library():
