@@ -5,7 +5,6 @@ element finishes the rest; without Apache Beam, one line and exit 2."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ nib = pytest.importorskip("nibabel")
 
 from click.testing import CliRunner  # noqa: E402
 from dicom_series import write_series  # noqa: E402
+from fake_run import make_random_run  # noqa: E402
 
 from geco_tf.export.deartifact import deartifact_path  # noqa: E402
 
@@ -31,21 +31,8 @@ FRESH_VRS = {"UI", "DA", "TM", "DT"}
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    """A small random U-Net saved as a run directory (no training needed)."""
-    import keras
-
-    from geco_tf.models.generators import UNetGenerator
-
-    keras.utils.set_random_seed(3)
-    generator = UNetGenerator(depth=2, base_filters=4, input_skip=False)
-    generator(np.zeros((1, 32, 32, 1), np.float32))
-    rng = np.random.default_rng(3)
-    generator.set_weights([w + 0.05 * rng.standard_normal(w.shape).astype(w.dtype) for w in generator.get_weights()])
-    path = tmp_path_factory.mktemp("run") / "run"
-    path.mkdir()
-    generator.save(path / "generator.keras")
-    (path / "config.json").write_text(json.dumps({"image_size": 32}))
-    return path
+    """A fake run directory holding a small random U-Net (``fake_run.make_random_run``)."""
+    return make_random_run(tmp_path_factory.mktemp("run") / "run")
 
 
 def write_nifti(path: Path, seed: int, shape=(24, 20, 12)) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ pytest.importorskip("tensorflow")
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
 
+from fake_run import make_random_run  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid  # noqa: E402
 
@@ -74,21 +74,8 @@ GEOMETRY = (
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A fake run directory holding a small random U-Net (no training needed)."""
-    import keras
-
-    from geco_tf.models.generators import UNetGenerator
-
-    keras.utils.set_random_seed(3)
-    generator = UNetGenerator(depth=2, base_filters=4, input_skip=False)
-    generator(np.zeros((1, 32, 32, 1), np.float32))
-    rng = np.random.default_rng(3)
-    generator.set_weights([w + 0.05 * rng.standard_normal(w.shape).astype(w.dtype) for w in generator.get_weights()])
-    path = tmp_path_factory.mktemp("run") / "run"
-    path.mkdir()
-    generator.save(path / "generator.keras")
-    (path / "config.json").write_text(json.dumps({"image_size": 32}))
-    return path
+    """A fake run directory holding a small random U-Net (``fake_run.make_random_run``)."""
+    return make_random_run(tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.fixture(scope="module")

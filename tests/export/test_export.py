@@ -19,6 +19,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from fake_run import make_random_run  # noqa: E402
+
 from geco_tf.export.saved_model import (  # noqa: E402
     INPUT_NAME,
     OUTPUT_NAME,
@@ -36,18 +38,7 @@ TRAIN_SIZE = 48
 
 def make_run(path: Path, seed: int = 0) -> Path:
     """A fake run directory: a small random U-Net saved as RUN/generator.keras (no training)."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    generator = UNetGenerator(depth=2, base_filters=4, input_skip=False)
-    generator(np.zeros((1, TRAIN_SIZE, TRAIN_SIZE, 1), np.float32))
-    # Random biases too, so the output is far from trivial everywhere.
-    rng = np.random.default_rng(seed)
-    generator.set_weights([w + 0.05 * rng.standard_normal(w.shape).astype(w.dtype) for w in generator.get_weights()])
-    path.mkdir(parents=True, exist_ok=True)
-    generator.save(path / "generator.keras")
-    (path / "config.json").write_text(json.dumps({"image_size": TRAIN_SIZE, "generator": "unet"}))
-    return path
+    return make_random_run(path, image_size=TRAIN_SIZE, seed=seed, generator="unet")
 
 
 def raw_slices(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
