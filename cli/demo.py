@@ -83,7 +83,7 @@ def run_demo(out: str | Path, quick: bool = False, target: str = "manufacturer",
     "demo",
     epilog="""\b
 Examples:
-  geco-tf demo                       # the full CPU-sized run into ./geco-demo (about 30 min on 2 idle cores)
+  geco-tf demo                       # the full CPU-sized run into ./geco-demo (about an hour on 2 CPU cores)
   geco-tf demo --out /tmp/demo --quick   # a one-minute smoke test of the whole chain
 """,
 )
