@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from geco_tf_cli.main import cli
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark  # 40-70 s on 2 cores: out of the 8-minute suite; run with python -m pytest -m benchmark
 def test_quick_demo_runs_the_chain_and_prints_the_table(tmp_path) -> None:
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--quick"])

@@ -70,6 +70,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.benchmark  # 40-70 s on 2 cores: out of the 8-minute suite; run with python -m pytest -m benchmark
 def test_mirrored_two_cpus_matches_single_device():
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT],

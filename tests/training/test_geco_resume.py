@@ -24,6 +24,7 @@ def _train(data, out, *extra, **popen):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
+@pytest.mark.benchmark  # 40-70 s on 2 cores: out of the 8-minute suite; run with python -m pytest -m benchmark
 def test_resume_after_kill_continues_after_last_finished_epoch(tiny_data, tmp_path):
     out = tmp_path / "run"
     proc = _train(tiny_data, out, *ARGS, "--epochs", "4", start_new_session=True)

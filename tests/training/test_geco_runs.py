@@ -56,7 +56,7 @@ def test_train_geco_writes_the_run_directory(tiny_data, tmp_path):
         train_geco(tiny_data, out, epochs=1, progress=False, **SMALL)
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark  # 40-70 s on 2 cores: out of the 8-minute suite; run with python -m pytest -m benchmark
 def test_a_run_written_before_the_config_resumes_if_its_removed_settings_were_off(tiny_data, tmp_path):
     """A run directory from before TrainConfig stored ``"options"`` (with settings since deleted):
     it resumes when each deleted setting was off, and says which one stops it otherwise."""
@@ -85,7 +85,7 @@ def _cli(*args: str):
     return CliRunner().invoke(cli, ["train", *args])
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark  # 40-70 s on 2 cores: out of the 8-minute suite; run with python -m pytest -m benchmark
 def test_output_band_run_saves_a_band_limited_generator(tiny_data, tmp_path):
     """--output-band reaches the saved generator: its outputs have no power beyond the band."""
     out = tmp_path / "band"
@@ -190,7 +190,7 @@ def test_final_networks_are_restored_from_the_best_epochs_checkpoint(tiny_data, 
         np.testing.assert_array_equal(v.numpy(), saved)
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark  # 40-70 s on 2 cores: out of the 8-minute suite; run with python -m pytest -m benchmark
 def test_resuming_a_finished_run_trains_nothing_and_reapplies_the_selection_rule(tiny_data, tmp_path):
     """The best epoch must come after an adversary first learnt the target; a finished run
     resumed re-judges its history (here rewritten by hand, so each case is known) and
