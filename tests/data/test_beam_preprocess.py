@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from dicom_series import write_series
+from without_beam import MISSING_BEAM, run_without_beam  # noqa: E402
 
 from geco_tf.data.dataset import open_dataset
 from geco_tf.data.preprocess import preprocess, work_dir_for
@@ -145,18 +143,9 @@ def test_cli_runner_beam_multi_processing(archive, local, tmp_path):
 
 def test_without_beam_runner_beam_is_one_line_and_exit_2(archive, tmp_path):
     """Apache Beam made unimportable in a fresh process: exit 2, one line naming the install."""
-    code = (
-        "import sys; sys.modules['apache_beam'] = None\n"
-        "from geco_tf_cli.main import cli\n"
-        f"sys.argv = ['geco-tf', 'preprocess', {str(archive)!r}, '--out', {str(tmp_path / 'data')!r}, "
-        "'--runner', 'beam']\n"
-        "cli()\n"
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    proc, lines = run_without_beam(["preprocess", str(archive), "--out", str(tmp_path / "data"), "--runner", "beam"])
     assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert lines[-1].endswith("--runner beam needs Apache Beam: pip install 'geco-tf[beam]'"), proc.stderr
+    assert lines[-1].endswith(MISSING_BEAM), proc.stderr
     assert not (tmp_path / "data").exists()
 
 

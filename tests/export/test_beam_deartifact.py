@@ -5,9 +5,6 @@ element finishes the rest; without Apache Beam, one line and exit 2."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ nib = pytest.importorskip("nibabel")
 from click.testing import CliRunner  # noqa: E402
 from dicom_series import write_series  # noqa: E402
 from fake_run import make_random_run  # noqa: E402
+from without_beam import MISSING_BEAM, run_without_beam  # noqa: E402
 
 from geco_tf.export.deartifact import deartifact_path  # noqa: E402
 
@@ -152,16 +150,9 @@ def test_cli_runner_beam_with_beam_options(model, inputs, local, tmp_path):
 
 
 def test_without_beam_runner_beam_is_one_line_and_exit_2(inputs, tmp_path):
-    code = (
-        "import sys; sys.modules['apache_beam'] = None\n"
-        "from geco_tf_cli.main import cli\n"
-        f"sys.argv = ['geco-tf', 'deartifact', '--model', {str(tmp_path / 'model.keras')!r}, {str(inputs)!r}, "
-        f"'--out', {str(tmp_path / 'out')!r}, '--runner', 'beam']\n"
-        "cli()\n"
+    proc, lines = run_without_beam(
+        ["deartifact", "--model", str(tmp_path / "model.keras"), str(inputs), "--out", str(tmp_path / "out"), "--runner", "beam"]
     )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert lines[-1].endswith("--runner beam needs Apache Beam: pip install 'geco-tf[beam]'"), proc.stderr
+    assert lines[-1].endswith(MISSING_BEAM), proc.stderr
     assert not (tmp_path / "out").exists()
