@@ -42,7 +42,7 @@ if __name__ == "__main__":
     s = preprocess(sys.argv[2], dicom_dir=sys.argv[1], size=int(sys.argv[3]), workers=int(sys.argv[4]),
                    key_file=sys.argv[5])
     print(json.dumps({
-        "seconds": time.perf_counter() - t, "stages": s.seconds, "series": s.n_series_ok, "slices": s.n_slices,
+        "seconds": time.perf_counter() - t, "stages": s.seconds, "series": s.written.n_series_ok, "slices": s.written.n_slices,
         "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_mb": s.converter_peak_rss_mb,
     }))

@@ -86,12 +86,13 @@ def command(dicom_dir, out_dir, nifti_csv, size, workers, key_file, seed, keep_w
         log=lambda msg: click.echo(msg, err=True),
         pipeline=pipeline,
     )
+    written = summary.written
     resumed = f", {summary.n_resumed} resumed from an earlier run" if summary.n_resumed else ""
     click.echo(
-        f"dataset: {out_dir}: {summary.n_slices} slices of {size}x{size} from {summary.n_series_ok} series{resumed}"
+        f"dataset: {out_dir}: {written.n_slices} slices of {size}x{size} from {written.n_series_ok} series{resumed}"
     )
     click.echo(
-        f"skipped: {summary.n_series_skipped} series and {summary.n_files_skipped} file(s) in series, "
+        f"skipped: {written.n_series_skipped} series and {written.n_files_skipped} file(s) in series, "
         f"reasons in {os.path.join(out_dir, 'skipped.csv')}"
     )
     created = "created; " if summary.key_created else ""

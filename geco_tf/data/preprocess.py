@@ -140,19 +140,13 @@ class Summary:
     n_series: int = 0
     n_resumed: int = 0
     n_converted: int = 0
-    n_series_ok: int = 0
-    n_series_skipped: int = 0
-    n_files_skipped: int = 0
-    n_slices: int = 0
-    n_cropped: int = 0
-    n_failed: int = 0
+    #: What was written: slices, series kept and skipped, notes, the split table.
+    written: Assembly = field(default_factory=Assembly)
     #: Largest peak RSS of a process that converted series in this run (a worker, or this process).
     converter_peak_rss_mb: float = 0.0
-    notes: Counter = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
     subject_key: str = "patient"
-    #: The split table (subjects/slices per split and class) and the split's warnings.
-    split_table: str = ""
+    #: The split's warnings and those of finding the inputs.
     warnings: list[str] = field(default_factory=list)
 
 
@@ -861,29 +855,22 @@ def preprocess(
         out, [records[j.id] for j in jobs if j.id in records], skip_rows, seed=seed, size=size, work_dir=work,
         made_by=made_by, progress=progress,
     )
-    summary.n_slices = result.n_slices
-    summary.n_series_ok = result.n_series_ok
-    summary.n_series_skipped = result.n_series_skipped
-    summary.n_failed = result.n_failed
-    summary.n_files_skipped = result.n_files_skipped
-    summary.n_cropped = result.n_cropped
-    summary.notes = result.notes
-    summary.split_table = result.table
+    summary.written = result
     summary.seconds["write"] = round(time.perf_counter() - t0, 3)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
-    for note, n in sorted(summary.notes.items()):
+    for note, n in sorted(result.notes.items()):
         say(f"note: {note} ({n} series)")
-    if summary.n_failed:
-        say(f"{summary.n_failed} series failed with an internal error: see skipped.csv")
+    if result.n_failed:
+        say(f"{result.n_failed} series failed with an internal error: see skipped.csv")
     if result.table:
         progress.note("subjects/slices per split and class:\n" + result.table)
     for message in result.messages:
         say(message)
         summary.warnings.append(message)
-    if summary.n_slices == 0:
+    if result.n_slices == 0:
         raise UserError(
-            f"{out}: no usable slice ({summary.n_series_skipped} series and {len(skipped)} input(s) skipped); "
+            f"{out}: no usable slice ({result.n_series_skipped} series and {len(skipped)} input(s) skipped); "
             f"reasons in {out / 'skipped.csv'}"
         )
     return summary

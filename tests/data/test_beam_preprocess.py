@@ -97,7 +97,7 @@ def test_direct_runner_gives_the_local_dataset(archive, local, tmp_path):
     reasons = {r["reason"] for r in csv.DictReader(open(out / "skipped.csv"))}
     assert "not a DICOM file" in reasons
     assert any("too thin" in r for r in reasons)  # the coronal slab
-    assert summary.n_series_ok == 11 and summary.n_series_skipped == 1
+    assert summary.written.n_series_ok == 11 and summary.written.n_series_skipped == 1
     assert not work_dir_for(out).exists()  # the work area is removed, as locally
     text = "".join(p.read_text(errors="replace") for p in out.glob("*.csv")) + (out / "dataset.json").read_text()
     assert "Testperson" not in text and "MRN0" not in text and "ACC0" not in text

@@ -383,7 +383,7 @@ def test_output_and_key_inside_the_input_tree_are_not_read_back(tmp_path):
     write_series(root / "a", shape=(12, 32, 32), **_ids(20))
     write_series(root / "b", shape=(20, 32, 32), orientation="coronal", manufacturer="GE Healthcare", **_ids(21))
     first = preprocess(root / "data", dicom_dir=root, size=32, workers=1)
-    assert first.n_series_ok == 2 and (root / "data.key").is_file()
+    assert first.written.n_series_ok == 2 and (root / "data.key").is_file()
     again = preprocess(root / "data", dicom_dir=root, size=32, workers=1)
     assert again.n_inputs == first.n_inputs and again.n_series == 2
     assert _skipped(root / "data") == []

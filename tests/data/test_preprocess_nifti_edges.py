@@ -32,7 +32,7 @@ def test_nan_background_never_spreads_and_thin_slabs_are_skipped(tmp_path):
     )
     log: list[str] = []
     summary = preprocess(tmp_path / "out", nifti_csv=tmp_path / "labels.csv", size=32, log=log.append)
-    assert summary.n_series_ok == 2
+    assert summary.written.n_series_ok == 2
     skipped = (tmp_path / "out" / "skipped.csv").read_text()
     assert "slab.nii,series of 1 file(s): after reorientation to axial the slices are 40x3 voxels: too thin" in skipped
     assert any("non-finite voxels (NaN or infinity) set to the volume's background (1 series)" in m for m in log)

@@ -95,11 +95,11 @@ def test_memory_error_skips_one_series_and_is_retried(tmp_path, monkeypatch):
 
     monkeypatch.setattr(N, "load_axial", short_of_memory)
     summary = _run(labels, out)
-    assert summary.n_series_ok == 3 and summary.n_series_skipped == 1
+    assert summary.written.n_series_ok == 3 and summary.written.n_series_skipped == 1
     assert [r["reason"] for r in _skipped(out)] == ["series of 1 file(s): series too large for this machine's memory"]
     monkeypatch.setattr(N, "load_axial", real)
     rerun = _run(labels, out)
-    assert rerun.n_converted == 1 and rerun.n_series_ok == 4 and _skipped(out) == []
+    assert rerun.n_converted == 1 and rerun.written.n_series_ok == 4 and _skipped(out) == []
 
 
 def test_failed_series_are_retried(tmp_path, monkeypatch):
@@ -108,11 +108,11 @@ def test_failed_series_are_retried(tmp_path, monkeypatch):
     real = N.load_axial
     monkeypatch.setattr(N, "load_axial", lambda p: (_ for _ in ()).throw(RuntimeError("bug")) if "a.nii" in str(p) else real(p))
     summary = _run(labels, out)
-    assert summary.n_failed == 1
+    assert summary.written.n_failed == 1
     assert any("internal error (RuntimeError: bug)" in r["reason"] for r in _skipped(out))
     monkeypatch.setattr(N, "load_axial", real)
     rerun = _run(labels, out)
-    assert rerun.n_converted == 1 and rerun.n_failed == 0 and rerun.n_series_ok == 4
+    assert rerun.n_converted == 1 and rerun.written.n_failed == 0 and rerun.written.n_series_ok == 4
 
 
 def test_a_series_started_twice_without_a_record_is_skipped(tmp_path):
@@ -128,7 +128,7 @@ def test_a_series_started_twice_without_a_record_is_skipped(tmp_path):
     records["c.nii"].unlink()
     (work / f"{records['c.nii'].stem}.started").write_text(json.dumps({"attempts": 1}))
     summary = _run(labels, out)
-    assert summary.n_series_ok == 3 and summary.n_converted == 1
+    assert summary.written.n_series_ok == 3 and summary.n_converted == 1
     assert [(r["path"], r["reason"]) for r in _skipped(out)] == [("b.nii", f"series of 1 file(s): {KILLED_REASON}")]
     assert not (work / f"{records['c.nii'].stem}.started").exists()
 
