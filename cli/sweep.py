@@ -62,6 +62,8 @@ def command(data_dir, target, out_dir, params, values, step, trial_budget, confi
         click.echo(f"worker: ran {summary['trials']} trial(s); the chief writes the results")
         return
     click.echo(f"trials finished: {summary['trials']} of {summary['planned_trials']}")
+    for warning in summary["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"results: {summary['results']}")
     if not summary["complete"]:
         click.echo(f"not finished: continue with geco-tf sweep --out {out_dir} --resume")

@@ -88,6 +88,7 @@ RESULT_COLUMNS = (
     "score",
     "kept_epoch",
     "epochs",
+    "adversarial_epochs",
     "minutes",
 )
 #: Seconds a worker waits before asking the chief again while a variable's last trials run.
@@ -160,6 +161,7 @@ def trial_outcome(run_dir: str | Path) -> dict:
         "score": trial_score(leakage, ssim, met),
         "kept_epoch": kept_epoch,
         "epochs": int(metrics.get("epochs_trained", len(history))),
+        "adversarial_epochs": metrics.get("adversarial_epochs"),  # epochs after the warm-up
         "train_minutes": float(metrics.get("training_seconds", 0.0)) / 60.0,
     }
 
@@ -540,11 +542,37 @@ def result_rows(oracle: OneAtATimeOracle, settings: SweepSettings) -> list[dict]
             value = trial.metrics.get_last_value(key) if trial.metrics.exists(key) else None
             if key in ("rule_met",) and value is not None:
                 value = bool(value)
-            elif key in ("kept_epoch", "epochs") and value is not None:
+            elif key in ("kept_epoch", "epochs", "adversarial_epochs") and value is not None:
                 value = int(value)
             row[key] = value
         rows.append(row)
     return rows
+
+
+def budget_warnings(rows: list[dict]) -> list[str]:
+    """What makes the finished trials' scores unfit to compare, said plainly.
+
+    A trial that never left the generator's warm-up (``adversarial_epochs`` 0) was scored on an
+    untrained game, whatever its value; and when the time budget lets trials train different
+    numbers of epochs, that difference can decide their ranking. The real sweep on the built-in
+    data on 2 CPU cores hit both (docs/results.md): 5-minute trials trained 1-3 epochs, and only
+    3-epoch trials got past the 100-step warm-up.
+    """
+    done = [r for r in rows if r.get("status") == _COMPLETED]
+    warnings = []
+    idle = [r["trial"] for r in done if r.get("adversarial_epochs") == 0]
+    if idle:
+        warnings.append(
+            f"{len(idle)} of {len(done)} trials ended inside the generator's warm-up (trials {', '.join(idle)}): "
+            "their scores do not judge their values; give each trial more time (--trial-budget)"
+        )
+    epochs = sorted({r["epochs"] for r in done if r.get("epochs") is not None})
+    if len(epochs) > 1:
+        warnings.append(
+            f"trials trained {epochs[0]} to {epochs[-1]} epochs: the time budget, not only the value, ranks them; "
+            "for equal epochs use --set epochs=N with a --trial-budget long enough for N"
+        )
+    return warnings
 
 
 def write_results(out: Path, oracle: OneAtATimeOracle, settings: SweepSettings) -> Path:
@@ -575,6 +603,7 @@ def write_outputs(out: Path, oracle: OneAtATimeOracle, settings: SweepSettings, 
         "best_score": None,
         "best_trial": None,
     }
+    summary["warnings"] = budget_warnings(result_rows(oracle, settings))
     if not complete:
         return summary
     best = oracle.best_values()

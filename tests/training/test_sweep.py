@@ -105,8 +105,9 @@ class FakeTrainer:
     epoch, metrics.json) with a validation accuracy that grows with the distance, in decades,
     from :data:`OPTIMUM`; records each call; can fail on a chosen call."""
 
-    def __init__(self, interrupt_on: int | None = None, diverge: dict | None = None):
+    def __init__(self, interrupt_on: int | None = None, diverge: dict | None = None, adversarial_epochs: int = 1):
         self.calls: list[dict] = []
+        self.adversarial_epochs = adversarial_epochs
         self.interrupt_on = interrupt_on
         self.diverge = diverge or {}
 
@@ -125,7 +126,8 @@ class FakeTrainer:
         run.write_history([{"epoch": 1, "step": 10, "val_accuracy_cotrained": accuracy, "val_ssim": 0.98,
                             "gen_loss": 1.0, "cls_loss": 1.0, "seconds": 1.0}])
         run.write_metrics({"best_epoch": 1, "ssim_target": 0.972, "learnt_accuracy": 0.0,
-                           "epochs_trained": 1, "training_seconds": 1.0})
+                           "epochs_trained": 1, "adversarial_epochs": self.adversarial_epochs,
+                           "training_seconds": 1.0})
         return {}
 
 
@@ -164,6 +166,29 @@ def test_one_variable_at_a_time_with_the_best_so_far_fixed(tmp_path, monkeypatch
     best = tomllib.loads((tmp_path / "sweep" / "best.toml").read_text())
     assert best == OPTIMUM
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 10_000
+
+
+def test_trials_that_never_played_the_game_are_named_in_a_warning(tmp_path, monkeypatch):
+    """A budget too short to leave the warm-up makes every score meaningless: the sweep says so,
+    naming the trials; equal epochs everywhere with a game played give no warning."""
+    summary = _sweep(tmp_path, FakeTrainer(adversarial_epochs=0), monkeypatch)
+    assert len(summary["warnings"]) == 1
+    assert summary["warnings"][0].startswith("7 of 7 trials ended inside the generator's warm-up (trials 0, 1, 2")
+    rows = _rows(tmp_path / "sweep" / "results.csv")
+    assert [r["adversarial_epochs"] for r in rows] == ["0"] * 7
+    assert _sweep(tmp_path / "b", FakeTrainer(), monkeypatch)["warnings"] == []
+
+
+def test_unequal_epochs_are_a_warning():
+    rows = [{"trial": str(i), "status": "COMPLETED", "epochs": e, "adversarial_epochs": e - 2} for i, e in enumerate((3, 2, 3))]
+    idle, unequal = sweep.budget_warnings(rows)
+    assert idle.startswith("1 of 3 trials ended inside the generator's warm-up (trials 1)")
+    assert unequal.startswith("trials trained 2 to 3 epochs")
+    rows[1]["adversarial_epochs"] = None  # unknown (a run written before the count): no claim
+    (warning,) = sweep.budget_warnings(rows)
+    assert warning.startswith("trials trained 2 to 3 epochs")
+    failed = {"trial": "3", "status": "FAILED", "epochs": None, "adversarial_epochs": None}
+    assert sweep.budget_warnings([rows[0], rows[2], failed]) == []
 
 
 def test_interrupted_sweep_resumes_without_repeating_a_finished_trial(tmp_path, monkeypatch):
