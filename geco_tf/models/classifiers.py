@@ -20,23 +20,11 @@ from __future__ import annotations
 
 import keras
 
-from geco_tf.models.backbone import CONV_FILTERS, KERNEL, POOL, ConvBackbone, choose_padding, feature_size
+from geco_tf.models.backbone import choose_padding, feature_size
 from geco_tf.models.dds_classifier import DDSClassifier
 from geco_tf.models.maxpool_classifier import MaxPoolClassifier
 
-__all__ = [
-    "CLASSIFIERS",
-    "CONV_FILTERS",
-    "KERNEL",
-    "POOL",
-    "PRELU_SHARED_AXES",
-    "ConvBackbone",
-    "DDSClassifier",
-    "MaxPoolClassifier",
-    "build_classifier",
-    "choose_padding",
-    "feature_size",
-]
+__all__ = ["CLASSIFIERS", "PRELU_SHARED_AXES", "DDSClassifier", "MaxPoolClassifier", "build_classifier", "choose_padding"]
 
 CLASSIFIERS = {"dds": DDSClassifier, "maxpool": MaxPoolClassifier}
 #: PReLU alpha layouts of :func:`build_classifier`: the ``shared_axes`` of each.

@@ -44,7 +44,8 @@ from geco_tf.data.dataset import check_target, open_dataset
 from geco_tf.data.pipeline import make_dataset
 from geco_tf.errors import UserError
 from geco_tf.io import atomic_path, write_json_atomic, write_text_atomic
-from geco_tf.models.classifiers import ConvBackbone, build_classifier, choose_padding
+from geco_tf.models.backbone import ConvBackbone, choose_padding
+from geco_tf.models.classifiers import build_classifier
 from geco_tf.models.deepdicomsort import (
     DENSE_UNITS,
     DROPOUT,

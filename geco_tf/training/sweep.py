@@ -411,7 +411,7 @@ class SweepTuner(keras_tuner.Tuner):
         if self.bar is not None:
             self.bar.update(1)
         if not _is_worker():
-            write_results(self.sweep_dir, self.oracle, self.settings)
+            write_results(self.sweep_dir, result_rows(self.oracle, self.settings), self.settings)
         self.trials_run += 1
         if self.max_new_trials is not None and self.trials_run >= self.max_new_trials:
             raise _StopSweep
@@ -575,9 +575,8 @@ def budget_warnings(rows: list[dict]) -> list[str]:
     return warnings
 
 
-def write_results(out: Path, oracle: OneAtATimeOracle, settings: SweepSettings) -> Path:
-    """``SWEEP/results.csv`` (atomically)."""
-    rows = result_rows(oracle, settings)
+def write_results(out: Path, rows: list[dict], settings: SweepSettings) -> Path:
+    """``SWEEP/results.csv`` (atomically) from :func:`result_rows`."""
     columns = ["trial", "varied", "status", *settings.params, *RESULT_COLUMNS]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -591,7 +590,8 @@ def write_results(out: Path, oracle: OneAtATimeOracle, settings: SweepSettings) 
 
 def write_outputs(out: Path, oracle: OneAtATimeOracle, settings: SweepSettings, complete: bool) -> dict:
     """``results.csv`` always; ``sweep.png`` and ``best.toml`` once every variable is swept."""
-    results = write_results(out, oracle, settings)
+    rows = result_rows(oracle, settings)
+    results = write_results(out, rows, settings)
     stages = oracle.stages()
     complete = complete and len(stages) == len(settings.params) and stages[-1]["done"]
     summary = {
@@ -602,8 +602,8 @@ def write_outputs(out: Path, oracle: OneAtATimeOracle, settings: SweepSettings, 
         "best": None,
         "best_score": None,
         "best_trial": None,
+        "warnings": budget_warnings(rows),
     }
-    summary["warnings"] = budget_warnings(result_rows(oracle, settings))
     if not complete:
         return summary
     best = oracle.best_values()

@@ -13,7 +13,7 @@ from geco_tf.models import (
     UNetGenerator,
     build_classifier,
 )
-from geco_tf.models.classifiers import feature_size
+from geco_tf.models.backbone import feature_size
 
 X = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype("float32")
 
@@ -161,7 +161,7 @@ def test_models_use_the_fused_normalisation_layers():
 
 
 def test_frozen_backbone_config_round_trip_freezes_its_sublayers():
-    from geco_tf.models.classifiers import ConvBackbone
+    from geco_tf.models.backbone import ConvBackbone
 
     config = {**ConvBackbone(padding="same").get_config(), "trainable": False}
     again = ConvBackbone.from_config(config)
